@@ -1,0 +1,64 @@
+import { readFile } from 'node:fs/promises';
+import { Engine } from './engine.ts';
+import { readModelInfo, type ModelInfo } from './model-config.ts';
+import { ContinuousBatchScheduler, type Scheduler, type StepEvent } from './scheduler.ts';
+import { createSession, type Device } from './session.ts';
+import { HfTokenizer, type TextTokenizer } from './tokenizer.ts';
+import type { DeltaLayer } from './delta-feeds.ts';
+
+export type { ModelInfo } from './model-config.ts';
+export type { Scheduler, StepEvent } from './scheduler.ts';
+export type { TextTokenizer } from './tokenizer.ts';
+export type { Device } from './session.ts';
+export type * from './types.ts';
+
+export interface RuntimeOptions {
+  modelDir: string;
+  /** Defaults to the model directory's name. */
+  modelId?: string;
+  device: Device;
+  maxBatch: number;
+  maxQueue: number;
+  threads?: number;
+  onStep?: (event: StepEvent) => void;
+}
+
+export interface Runtime {
+  readonly model: ModelInfo;
+  readonly tokenizer: TextTokenizer;
+  readonly scheduler: Scheduler;
+  /** Linear layers that accept per-request deltas (empty when the graph was not rewritten). */
+  readonly deltaLayers: readonly DeltaLayer[];
+  close(): Promise<void>;
+}
+
+/** Loads the base model once: tokenizer, ORT session, scheduler. */
+export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  const model = await readModelInfo(opts.modelDir, opts.modelId);
+  const tokenizer = await HfTokenizer.load(model.dir);
+  const bytes = new Uint8Array(await readFile(model.onnxPath));
+  const deltaLayers: DeltaLayer[] = [];
+  const session = await createSession(bytes, { device: opts.device, threads: opts.threads });
+  const engine = new Engine(session, model, model.vocabSize, 1);
+  const scheduler = new ContinuousBatchScheduler(() => engine, tokenizer, {
+    maxBatch: opts.maxBatch,
+    maxQueue: opts.maxQueue,
+    contextLength: model.contextLength,
+    eosTokenIds: model.eosTokenIds,
+    deltaLayers,
+    onStep: opts.onStep,
+  });
+  let closed = false;
+  return {
+    model,
+    tokenizer,
+    scheduler,
+    deltaLayers,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await scheduler.drain();
+      await session.release();
+    },
+  };
+}

@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import { Sampler } from './sampler.ts';
+import { StopStrings } from './stop-strings.ts';
+import { IncrementalDecoder, type TextTokenizer } from './tokenizer.ts';
+import type {
+  DeltaBinding,
+  FinishReason,
+  GenerationHandle,
+  GenerationRequest,
+  GenerationResult,
+  StreamEvent,
+} from './types.ts';
+
+/**
+ * One generation in flight: owns its sampler, detokenizer and stop-string state, and hands tokens to its
+ * consumer as an async iterable while the scheduler drives it. The KV cache is not here: it lives in the
+ * scheduler's batch (see batch-kv.ts), so a sequence that decodes alongside others costs no copies.
+ */
+export class Sequence implements GenerationHandle {
+  readonly id = randomUUID();
+  readonly promptIds: number[];
+  readonly generated: number[] = [];
+  readonly delta: DeltaBinding | undefined;
+  readonly signal: AbortSignal | undefined;
+  readonly result: Promise<GenerationResult>;
+  readonly enqueuedAt = performance.now();
+  startedAt: number | undefined;
+  baseVersion = 0;
+  finishReason: FinishReason | undefined;
+
+  private readonly maxTokens: number;
+  private readonly eos: ReadonlySet<number>;
+  private readonly sampler: Sampler;
+  private readonly decoder: IncrementalDecoder;
+  private readonly stops: StopStrings;
+  private text = '';
+  private emitted = 0;
+  private readonly events: StreamEvent[] = [];
+  private wake: (() => void) | undefined;
+  private resolveResult!: (r: GenerationResult) => void;
+  private rejectResult!: (e: unknown) => void;
+  private error: unknown;
+
+  constructor(request: GenerationRequest, tokenizer: TextTokenizer, eosTokenIds: readonly number[]) {
+    this.promptIds = request.promptIds;
+    this.delta = request.delta;
+    this.signal = request.signal;
+    this.maxTokens = request.sampling.maxTokens;
+    this.eos = new Set(eosTokenIds);
+    this.sampler = new Sampler(request.sampling);
+    this.decoder = new IncrementalDecoder(tokenizer);
+    this.stops = new StopStrings(request.sampling.stop);
+    this.result = new Promise((resolve, reject) => {
+      this.resolveResult = resolve;
+      this.rejectResult = reject;
+    });
+    // Callers that only iterate must not see an unhandled rejection; the iterator rethrows it.
+    this.result.catch(() => undefined);
+  }
+
+  get finished(): boolean {
+    return this.finishReason !== undefined || this.error !== undefined;
+  }
+
+  /** Tokens the model has seen so far (prompt + generated). */
+  get length(): number {
+    return this.promptIds.length + this.generated.length;
+  }
+
+  get lastToken(): number {
+    return this.generated.length > 0 ? this.generated[this.generated.length - 1]! : this.promptIds[this.promptIds.length - 1]!;
+  }
+
+  /** Samples from this row's logits and records the token; returns true when the sequence is done. */
+  step(logits: Float32Array): boolean {
+    const token = this.sampler.next(logits);
+    if (this.eos.has(token)) {
+      this.finish('stop', token);
+      return true;
+    }
+    this.generated.push(token);
+    this.text += this.decoder.push(token);
+    const stopAt = this.stops.firstMatch(this.text, this.emitted);
+    if (stopAt >= 0) {
+      this.text = this.text.slice(0, stopAt);
+      this.finish('stop', token);
+      return true;
+    }
+    if (this.generated.length >= this.maxTokens) {
+      this.finish('length', token);
+      return true;
+    }
+    this.emit(token, this.stops.safeLength(this.text));
+    return false;
+  }
+
+  finish(reason: FinishReason, lastToken = -1): void {
+    if (this.finished) return;
+    this.finishReason = reason;
+    if (reason !== 'cancelled') this.emit(lastToken, this.text.length);
+    this.resolveResult({
+      text: this.text,
+      tokenIds: [...this.generated],
+      promptTokens: this.promptIds.length,
+      completionTokens: this.generated.length,
+      finishReason: reason,
+      baseVersion: this.baseVersion,
+      queueMs: (this.startedAt ?? performance.now()) - this.enqueuedAt,
+    });
+    this.wakeConsumer();
+  }
+
+  fail(error: unknown): void {
+    if (this.finished) return;
+    this.error = error;
+    this.rejectResult(error);
+    this.wakeConsumer();
+  }
+
+  private emit(tokenId: number, upTo: number): void {
+    if (upTo <= this.emitted && tokenId < 0) return;
+    const text = upTo > this.emitted ? this.text.slice(this.emitted, upTo) : '';
+    this.emitted = Math.max(this.emitted, upTo);
+    this.events.push({ tokenId, text });
+    this.wakeConsumer();
+  }
+
+  private wakeConsumer(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<StreamEvent> {
+    for (;;) {
+      while (this.events.length > 0) yield this.events.shift()!;
+      if (this.error !== undefined) throw this.error;
+      if (this.finishReason !== undefined) return;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
