@@ -4,6 +4,9 @@ import { BatchKv, pastNames, presentNames, type KvShape } from './batch-kv.ts';
 export interface ForwardResult {
   /** Logits of each row's last real position, [vocab] per row. */
   logits: Float32Array[];
+  /** All logits, [rows, width, vocab] with rows left-padded to `width` (tests and scoring read these). */
+  allLogits: Float32Array;
+  width: number;
   kv: BatchKv;
 }
 
@@ -51,6 +54,6 @@ export class Engine {
     const vocab = this.vocabSize;
     const last = tokens.map((_, b) => logits.slice(((b + 1) * width - 1) * vocab, (b + 1) * width * vocab));
     const presents = this.present.map((name) => out[name]!);
-    return { logits: last, kv: kv.advance(presents, width, tokens.map((t) => t.length)) };
+    return { logits: last, allLogits: logits, width, kv: kv.advance(presents, width, tokens.map((t) => t.length)) };
   }
 }

@@ -143,21 +143,20 @@ export class ContinuousBatchScheduler implements Scheduler {
       seq.startedAt = started;
       seq.baseVersion = engine.baseVersion;
     }
-    let result;
     try {
       const feeds = buildDeltaFeeds(this.opts.deltaLayers, admitted.map((s) => s.delta));
-      result = await engine.forward(BatchKv.empty(engine.shape, admitted.length), admitted.map((s) => s.promptIds), feeds);
+      const result = await engine.forward(BatchKv.empty(engine.shape, admitted.length), admitted.map((s) => s.promptIds), feeds);
+      this.report('prefill', admitted.length, admitted.reduce((n, s) => n + s.promptIds.length, 0), started);
+      admitted.forEach((seq, b) => seq.step(result.logits[b]!));
+      const keep: RowRef[] = this.running.map((_, row) => ({ from: this.kv!, row }));
+      admitted.forEach((seq, row) => {
+        if (!seq.finished) keep.push({ from: result.kv, row });
+      });
+      this.rebatch([...this.running, ...admitted.filter((s) => !s.finished)], keep);
     } catch (error) {
+      // The running batch is untouched until rebatch succeeds; only the newcomers fail.
       for (const seq of admitted) seq.fail(error);
-      return;
     }
-    this.report('prefill', admitted.length, admitted.reduce((n, s) => n + s.promptIds.length, 0), started);
-    admitted.forEach((seq, b) => seq.step(result.logits[b]!));
-    const keep: RowRef[] = this.running.map((_, row) => ({ from: this.kv!, row }));
-    admitted.forEach((seq, row) => {
-      if (!seq.finished) keep.push({ from: result.kv, row });
-    });
-    this.rebatch([...this.running, ...admitted.filter((s) => !s.finished)], keep);
   }
 
   private async decode(engine: Engine): Promise<void> {

@@ -51,6 +51,7 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   decode(ids: number[]): string {
+    if (ids.length === 0) return '';
     return this.tokenizer.decode(ids, { skip_special_tokens: true });
   }
 

@@ -1,0 +1,119 @@
+/**
+ * Find the linear layers of an ONNX graph: the places where a weight delta can be attached.
+ *
+ * A linear layer is either
+ *   - `y = MatMul(x, W)` with W a 2-D float initializer [d_in, d_out], optionally followed by
+ *     `y = Add(y, bias)` (bias a 1-D initializer [d_out], either Add operand order); or
+ *   - `y = Gemm(x, W, bias?)` with constant W, [d_in, d_out] or, with `transB = 1`, [d_out, d_in]
+ *     (x is 2-D there: [batch·seq, d_in], or [d_in, batch·seq] with `transA = 1`).
+ * `outputTensor` is the tensor after the bias, i.e. the layer output as PyTorch sees it.
+ */
+import { FLOAT, intAttr, tensorDims, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
+import { modulePath } from './module-path.ts';
+
+export interface LinearLayer {
+  /** Hugging Face module path, e.g. `transformer.h.0.attn.c_attn`; unique within the graph. */
+  name: string;
+  op: 'MatMul' | 'Gemm';
+  nodeName: string;
+  dIn: number;
+  dOut: number;
+  weightName: string;
+  /** Bias initializer (the following Add's, or Gemm's C), if any. */
+  biasName?: string;
+  /** x: [batch, seq, d_in] for MatMul layers, 2-D for Gemm layers. */
+  inputTensor: string;
+  /** y after the bias. */
+  outputTensor: string;
+  /** Gemm with `transA = 1`: x arrives as [d_in, batch·seq]. */
+  inputTransposed: boolean;
+}
+
+export function findLinearLayers(model: ModelProto): LinearLayer[] {
+  const graph = model.graph;
+  if (!graph) return [];
+  const inits = new Map<string, TensorProto>();
+  for (const t of graph.initializer ?? []) if (t.name) inits.set(t.name, t);
+  const consumers = new Map<string, NodeProto[]>();
+  for (const n of graph.node ?? []) {
+    for (const i of n.input ?? []) {
+      if (!i) continue;
+      const list = consumers.get(i);
+      if (list) list.push(n);
+      else consumers.set(i, [n]);
+    }
+  }
+  const graphOutputs = new Set((graph.output ?? []).map((o) => o.name));
+  const seen = new Map<string, number>();
+  const layers: LinearLayer[] = [];
+
+  const uniqueName = (base: string): string => {
+    const k = seen.get(base) ?? 0;
+    seen.set(base, k + 1);
+    return k === 0 ? base : `${base}#${k}`;
+  };
+
+  for (const n of graph.node ?? []) {
+    const [xName, wName, cName] = n.input ?? [];
+    if (!xName || !wName || inits.has(xName)) continue;
+    const w = inits.get(wName);
+    if (!w || w.dataType !== FLOAT) continue;
+    const dims = tensorDims(w);
+    if (dims.length !== 2) continue;
+    const y = n.output?.[0];
+    if (!y) continue;
+
+    if (n.opType === 'MatMul') {
+      const [dIn, dOut] = dims as [number, number];
+      const bias = followingBiasAdd(y, dOut, consumers, inits, graphOutputs);
+      layers.push({
+        name: uniqueName(modulePath(n.name ?? '', wName)),
+        op: 'MatMul',
+        nodeName: n.name ?? '',
+        dIn,
+        dOut,
+        weightName: wName,
+        ...(bias ? { biasName: bias.biasName } : {}),
+        inputTensor: xName,
+        outputTensor: bias ? bias.output : y,
+        inputTransposed: false,
+      });
+    } else if (n.opType === 'Gemm') {
+      const transB = intAttr(n, 'transB', 0) === 1;
+      const [dIn, dOut] = (transB ? [dims[1], dims[0]] : dims) as [number, number];
+      layers.push({
+        name: uniqueName(modulePath(n.name ?? '', wName)),
+        op: 'Gemm',
+        nodeName: n.name ?? '',
+        dIn,
+        dOut,
+        weightName: wName,
+        ...(cName && inits.has(cName) ? { biasName: cName } : {}),
+        inputTensor: xName,
+        outputTensor: y,
+        inputTransposed: intAttr(n, 'transA', 0) === 1,
+      });
+    }
+  }
+  return layers;
+}
+
+/** The `Add(y, bias)` right after a MatMul, when y feeds nothing else and bias is a [d_out] initializer. */
+function followingBiasAdd(
+  y: string,
+  dOut: number,
+  consumers: ReadonlyMap<string, NodeProto[]>,
+  inits: ReadonlyMap<string, TensorProto>,
+  graphOutputs: ReadonlySet<string | null | undefined>,
+): { biasName: string; output: string } | undefined {
+  const users = consumers.get(y) ?? [];
+  if (users.length !== 1 || graphOutputs.has(y)) return undefined;
+  const add = users[0]!;
+  if (add.opType !== 'Add' || (add.input ?? []).length !== 2 || !add.output?.[0]) return undefined;
+  const other = add.input![0] === y ? add.input![1] : add.input![0];
+  const b = other ? inits.get(other) : undefined;
+  if (!b || !other) return undefined;
+  const bd = tensorDims(b);
+  if (bd.length !== 1 || bd[0] !== dOut) return undefined;
+  return { biasName: other, output: add.output[0] };
+}
