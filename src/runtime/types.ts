@@ -61,6 +61,8 @@ export interface GenerationResult {
 
 export interface GenerationHandle extends AsyncIterable<StreamEvent> {
   readonly id: string;
+  /** Base version serving this sequence; 0 until it joins a batch (set before its first token). */
+  readonly baseVersion: number;
   readonly result: Promise<GenerationResult>;
 }
 

@@ -7,7 +7,7 @@ import { createSession } from '../../src/runtime/session.ts';
 import { Engine } from '../../src/runtime/engine.ts';
 import { BatchKv } from '../../src/runtime/batch-kv.ts';
 import { HfTokenizer } from '../../src/runtime/tokenizer.ts';
-import { loadRuntime } from '../../src/runtime/index.ts';
+import { loadRuntime, type GenerationResult } from '../../src/runtime/index.ts';
 
 /** Written by tools/make_fixtures.py from the Hugging Face transformers model (PyTorch, float32). */
 interface Reference {
@@ -92,7 +92,7 @@ for (const name of ['tiny-gpt2', 'tiny-llama']) {
         promptIds: p.input_ids,
         sampling: { maxTokens: p.greedy.new_token_ids.length, temperature: 0, topP: 1, topK: 0, stop: [] },
       }).result;
-    const alone = [];
+    const alone: GenerationResult[] = [];
     for (const p of ref.prompts) alone.push(await run(p));
     const together = await Promise.all(ref.prompts.map(run));
     ref.prompts.forEach((p, i) => {

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadRuntime, type Runtime, type SamplingParams, type StepEvent } from '../../src/runtime/index.ts';
+import { loadRuntime, type GenerationHandle, type Runtime, type SamplingParams, type StepEvent } from '../../src/runtime/index.ts';
 import { PatchbayError } from '../../src/errors.ts';
 
 // The Llama model is random-weight and ~1 MB: fast enough to make scheduling tests cheap. Its greedy

@@ -1,0 +1,119 @@
+/**
+ * The one place Patchbay reads its environment and command line (12-factor). Everything else takes the
+ * resulting `Config` as explicit options, so tests and embedders never touch `process.env`.
+ * Precedence: CLI flag > environment variable > default.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+
+/** Defaults point into the repository, wherever the process was started from. */
+const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+const MiB = 1024 * 1024;
+const UNIT: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9, ki: 1024, mi: MiB, gi: 1024 * MiB };
+
+/** Byte sizes accept plain integers or Kubernetes-style suffixes (`256Mi`, `1G`), as Helm values use. */
+const byteSize = z.string().transform((raw, ctx) => {
+  const m = /^(\d+)\s*([kKmMgG]i?)?[bB]?$/.exec(raw.trim());
+  const bytes = m ? Number(m[1]) * (UNIT[(m[2] ?? '').toLowerCase()] ?? Number.NaN) : Number.NaN;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    ctx.addIssue({ code: 'custom', message: `expected a positive byte size like 1048576 or 256Mi, got "${raw}"` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** User-supplied paths are relative to the working directory, like every other CLI tool. */
+const userPath = z.string().min(1).transform((p) => path.resolve(p));
+
+const ConfigSchema = z.object({
+  port: int(0, 65535).default(8080),
+  host: z.string().min(1).default('0.0.0.0'),
+  modelDir: userPath.default(path.join(REPO_ROOT, 'models', 'tiny-gpt2')),
+  /** Overrides the advertised base model id (default: the model directory's name). */
+  modelId: z.string().min(1).optional(),
+  adapterDir: userPath.default(path.join(REPO_ROOT, 'adapters')),
+  dataDir: userPath.default(path.join(REPO_ROOT, 'data')),
+  adminToken: z.string().min(1).optional(),
+  device: z.enum(['cpu', 'cuda']).default('cpu'),
+  cacheBytes: byteSize.default(256 * MiB),
+  maxBatch: int(1, 1024).default(8),
+  maxQueue: int(0, 1_000_000).default(64),
+  maxBodyBytes: byteSize.default(MiB),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  threads: int(1, 1024).optional(),
+  otlpEndpoint: z.url().optional(),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+type ConfigKey = keyof Config;
+
+/** Each setting's environment variable and CLI flag. The admin token has no flag: argv is visible in `ps`. */
+const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
+  port: { env: 'PORT', flag: 'port' },
+  host: { env: 'HOST', flag: 'host' },
+  modelDir: { env: 'PATCHBAY_MODEL_DIR', flag: 'model-dir' },
+  modelId: { env: 'PATCHBAY_MODEL_ID', flag: 'model-id' },
+  adapterDir: { env: 'PATCHBAY_ADAPTER_DIR', flag: 'adapter-dir' },
+  dataDir: { env: 'PATCHBAY_DATA_DIR', flag: 'data-dir' },
+  adminToken: { env: 'PATCHBAY_ADMIN_TOKEN' },
+  device: { env: 'PATCHBAY_DEVICE', flag: 'device' },
+  cacheBytes: { env: 'PATCHBAY_CACHE_BYTES', flag: 'cache-bytes' },
+  maxBatch: { env: 'PATCHBAY_MAX_BATCH', flag: 'max-batch' },
+  maxQueue: { env: 'PATCHBAY_MAX_QUEUE', flag: 'max-queue' },
+  maxBodyBytes: { env: 'PATCHBAY_MAX_BODY_BYTES', flag: 'max-body-bytes' },
+  logLevel: { env: 'PATCHBAY_LOG_LEVEL', flag: 'log-level' },
+  threads: { env: 'PATCHBAY_THREADS', flag: 'threads' },
+  otlpEndpoint: { env: 'OTEL_EXPORTER_OTLP_ENDPOINT', flag: 'otlp-endpoint' },
+};
+
+/** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export const USAGE = `usage: patchbay [options]   (each option mirrors an environment variable)\n${Object.values(SOURCES)
+  .filter((s) => s.flag !== undefined)
+  .map((s) => `  --${s.flag} <value>`.padEnd(30) + s.env)
+  .join('\n')}`;
+
+export function loadConfig(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Config {
+  const options: Record<string, { type: 'string' }> = {};
+  for (const s of Object.values(SOURCES)) if (s.flag) options[s.flag] = { type: 'string' };
+
+  let flags: Record<string, string | boolean | undefined>;
+  try {
+    flags = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new ConfigError([`${(err as Error).message}\n${USAGE}`]);
+  }
+
+  const raw: Partial<Record<ConfigKey, string>> = {};
+  const origin: Partial<Record<ConfigKey, string>> = {};
+  for (const [key, s] of Object.entries(SOURCES) as [ConfigKey, (typeof SOURCES)[ConfigKey]][]) {
+    const fromFlag = s.flag ? flags[s.flag] : undefined;
+    const fromEnv = env[s.env];
+    // An empty variable counts as unset: Helm charts and compose files often render `FOO=""`.
+    if (typeof fromFlag === 'string') [raw[key], origin[key]] = [fromFlag, `--${s.flag}`];
+    else if (fromEnv !== undefined && fromEnv !== '') [raw[key], origin[key]] = [fromEnv, s.env];
+  }
+
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => {
+        const key = issue.path[0] as ConfigKey;
+        const name = origin[key] ?? SOURCES[key]?.env ?? String(key);
+        return `${name}=${JSON.stringify(raw[key] ?? '')}: ${issue.message}`;
+      }),
+    );
+  }
+  return parsed.data;
+}

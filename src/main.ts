@@ -1,0 +1,117 @@
+/**
+ * Process entry point: configuration → HTTP listening at once (so `/healthz` answers and `/readyz` says
+ * 503 while the model loads) → runtime → ready. SIGTERM/SIGINT drain: readiness drops, new generations get
+ * 503, in-flight ones (streams included) finish, then the server and runtime close and the process exits 0.
+ */
+import { createServer, type Server } from 'node:http';
+import { getRequestListener } from '@hono/node-server';
+import { ConfigError, loadConfig, type Config } from './config.ts';
+import { loadRuntime, type Runtime } from './runtime/index.ts';
+import { createApp } from './server/app.ts';
+import { createLogger } from './server/logging.ts';
+import { ServerMetrics } from './server/metrics.ts';
+import { createBaseResolver } from './server/resolver.ts';
+import { ServingState } from './server/state.ts';
+
+/** After the drain, responses still flushing their last bytes get this long before sockets are cut. */
+const CLOSE_GRACE_MS = 5_000;
+
+function readConfig(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`patchbay: ${err.message}\n`);
+    process.exit(2);
+  }
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    // close() stops accepting and ends the sockets idle right now; a socket whose response finishes later
+    // would linger as a keep-alive until its timeout, so sweep idle ones until the server has closed.
+    const sweep = setInterval(() => server.closeIdleConnections(), 50);
+    const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+    server.close(() => {
+      clearInterval(sweep);
+      clearTimeout(cut);
+      resolve();
+    });
+  });
+}
+
+const config = readConfig();
+const logger = createLogger(config.logLevel);
+const metrics = new ServerMetrics({ processMetrics: true });
+const state = new ServingState();
+const app = createApp({ state, metrics, logger, maxBodyBytes: config.maxBodyBytes });
+
+const server = createServer(getRequestListener(app.fetch));
+server.on('error', (err) => {
+  logger.fatal({ err }, 'HTTP server failed');
+  process.exit(1);
+});
+server.listen(config.port, config.host, () => {
+  const address = server.address();
+  const where = typeof address === 'object' && address ? `http://${address.address}:${address.port}` : String(address);
+  logger.info({ address: where, modelDir: config.modelDir, device: config.device }, 'listening; loading model');
+});
+
+if (config.otlpEndpoint) {
+  logger.warn({ endpoint: config.otlpEndpoint }, 'OTEL_EXPORTER_OTLP_ENDPOINT is set but trace export is not wired yet');
+}
+
+const loading: Promise<Runtime> = loadRuntime({
+  modelDir: config.modelDir,
+  ...(config.modelId ? { modelId: config.modelId } : {}),
+  device: config.device,
+  maxBatch: config.maxBatch,
+  maxQueue: config.maxQueue,
+  ...(config.threads ? { threads: config.threads } : {}),
+});
+
+loading.then(
+  (runtime) => {
+    const { model } = runtime;
+    state.markReady({
+      runtime,
+      resolver: createBaseResolver({ id: model.id, contextLength: model.contextLength, created: Math.floor(Date.now() / 1000) }),
+    });
+    metrics.watchScheduler(() => runtime.scheduler);
+    logger.info({ model: model.id, contextLength: model.contextLength, phase: state.phase }, 'model loaded');
+  },
+  (err: unknown) => {
+    logger.fatal({ err, modelDir: config.modelDir }, 'could not load the model');
+    process.exit(1);
+  },
+);
+
+let stopping: Promise<void> | undefined;
+
+/** Idempotent: a second signal while draining changes nothing (the orchestrator's SIGKILL is the backstop). */
+function shutdown(signal: NodeJS.Signals): Promise<void> {
+  if (stopping) {
+    logger.info({ signal }, 'already shutting down');
+    return stopping;
+  }
+  logger.info({ signal }, 'shutting down: draining in-flight requests');
+  state.startDraining();
+  stopping = (async () => {
+    const runtime = await loading;
+    await runtime.scheduler.drain();
+    await closeServer(server);
+    await runtime.close();
+    logger.info('stopped');
+  })();
+  stopping.then(
+    () => process.exit(0),
+    (err: unknown) => {
+      logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    },
+  );
+  return stopping;
+}
+
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -1,0 +1,54 @@
+/**
+ * Assembles the HTTP application from explicit dependencies (no globals, no env reads), so `main.ts`,
+ * tests and benchmarks build the same app. Middleware order: request id + access log/metrics first (they
+ * see every response, errors included), then the body limit, then the routes; one error handler.
+ */
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { Logger } from 'pino';
+import { PatchbayError } from '../errors.ts';
+import type { AppEnv } from './env.ts';
+import { notFoundHandler, onError } from './errors.ts';
+import { observe } from './logging.ts';
+import type { ServerMetrics } from './metrics.ts';
+import { chatRoute } from './routes/chat.ts';
+import { completionsRoute } from './routes/completions.ts';
+import { healthRoutes } from './routes/health.ts';
+import { metricsRoute } from './routes/metrics.ts';
+import { modelsRoute } from './routes/models.ts';
+import type { ServingState } from './state.ts';
+
+export interface AppDeps {
+  state: ServingState;
+  metrics: ServerMetrics;
+  logger: Logger;
+  /** Larger request bodies get a 413 before they are buffered. */
+  maxBodyBytes: number;
+}
+
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use(observe(deps.logger, deps.metrics));
+  app.use(
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError() {
+        throw new PatchbayError({
+          status: 413,
+          code: 'request_too_large',
+          message: `The request body exceeds the limit of ${deps.maxBodyBytes} bytes.`,
+        });
+      },
+    }),
+  );
+
+  healthRoutes(app, deps.state);
+  metricsRoute(app, deps.metrics);
+  modelsRoute(app, deps.state);
+  completionsRoute(app, deps);
+  chatRoute(app, deps);
+
+  app.onError(onError);
+  app.notFound(notFoundHandler);
+  return app;
+}

@@ -1,0 +1,81 @@
+/** `POST /v1/chat/completions`: the model's chat template renders the messages; streaming or not. */
+import type { Hono } from 'hono';
+import type { ChatMessage } from '../../runtime/types.ts';
+import { parseJsonBody } from '../body.ts';
+import type { AppEnv } from '../env.ts';
+import { Generation, openAIFinishReason, type GenerationDeps } from '../generation.ts';
+import { ChatBody } from '../schemas.ts';
+import { streamGeneration, usageOf, type ChunkFormat } from '../sse.ts';
+import { responseId, samplingFrom, unixSeconds } from './sampling.ts';
+
+const ROUTE = '/v1/chat/completions';
+/** Without max_tokens a chat reply may use this much, or what is left of the context if less. */
+const DEFAULT_MAX_TOKENS = 256;
+
+/** Text parts are joined; `developer` is OpenAI's newer name for `system`, which templates know. */
+function toChatMessages(messages: ChatBody['messages']): ChatMessage[] {
+  return messages.map((m) => ({
+    role: m.role === 'developer' ? 'system' : m.role,
+    content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
+  }));
+}
+
+export function chatRoute(app: Hono<AppEnv>, deps: GenerationDeps): void {
+  app.post(ROUTE, async function chatCompletions(c) {
+    const body = await parseJsonBody(c, ChatBody);
+    const messages = toChatMessages(body.messages);
+    const stream = body.stream === true;
+    const gen = await Generation.start(c, deps, {
+      route: ROUTE,
+      stream,
+      attach: body,
+      promptIds: (tokenizer) => tokenizer.encode(tokenizer.applyChatTemplate(messages)),
+      promptParam: 'messages',
+      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
+      maxTokensParam: body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens',
+      defaultMaxTokens: (room) => Math.min(DEFAULT_MAX_TOKENS, room),
+      sampling: samplingFrom(body),
+    });
+    const id = responseId('chatcmpl');
+    const created = unixSeconds();
+    const model = gen.resolution.modelId;
+    c.header('x-patchbay-edit-seq', String(gen.resolution.editSeq));
+
+    if (stream) {
+      const chunk = (delta: object, finish_reason: string | null) => ({
+        id,
+        object: 'chat.completion.chunk',
+        created,
+        model,
+        choices: [{ index: 0, delta, logprobs: null, finish_reason }],
+      });
+      const format: ChunkFormat = {
+        opening: () => [chunk({ role: 'assistant', content: '' }, null)],
+        text: (content) => chunk({ content }, null),
+        finish: (reason) => chunk({}, reason),
+        usage: (result) => ({ id, object: 'chat.completion.chunk', created, model, choices: [], usage: usageOf(result) }),
+      };
+      return streamGeneration(c, gen, format, body.stream_options?.include_usage === true);
+    }
+
+    // Draining the events (not just awaiting the result) times the first token for the TTFT histogram.
+    for await (const event of gen.events()) void event;
+    const result = await gen.finish();
+    c.header('x-patchbay-base-version', String(result.baseVersion));
+    return c.json({
+      id,
+      object: 'chat.completion',
+      created,
+      model,
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: result.text },
+          logprobs: null,
+          finish_reason: openAIFinishReason(result.finishReason),
+        },
+      ],
+      usage: usageOf(result),
+    });
+  });
+}

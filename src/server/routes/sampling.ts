@@ -1,0 +1,23 @@
+/** Maps the OpenAI sampling fields both generation routes share onto the runtime's SamplingParams. */
+import type { SamplingParams } from '../../runtime/types.ts';
+import type { CompletionBody } from '../schemas.ts';
+
+type SamplingFields = Pick<CompletionBody, 'temperature' | 'top_p' | 'top_k' | 'seed' | 'stop'>;
+
+/** OpenAI's defaults: temperature 1, top_p 1; top_k 0 (off) as in vLLM. */
+export function samplingFrom(body: SamplingFields): Omit<SamplingParams, 'maxTokens'> {
+  return {
+    temperature: body.temperature ?? 1,
+    topP: body.top_p ?? 1,
+    topK: body.top_k ?? 0,
+    stop: body.stop ?? [],
+    ...(body.seed != null ? { seed: body.seed } : {}),
+  };
+}
+
+/** `cmpl-…` / `chatcmpl-…`: OpenAI's prefixes, with the random part of a UUID. */
+export function responseId(prefix: 'cmpl' | 'chatcmpl'): string {
+  return `${prefix}-${crypto.randomUUID().replaceAll('-', '')}`;
+}
+
+export const unixSeconds = () => Math.floor(Date.now() / 1000);

@@ -1,0 +1,64 @@
+/** Configuration: defaults, env vars, flag precedence, and startup errors that name what to fix. */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config.ts';
+import { REPO_ROOT } from './helpers.ts';
+
+test('defaults: API.md values, paths inside the repository', () => {
+  const c = loadConfig([], {});
+  assert.equal(c.port, 8080);
+  assert.equal(c.host, '0.0.0.0');
+  assert.equal(c.modelDir, path.join(REPO_ROOT, 'models', 'tiny-gpt2'));
+  assert.equal(c.adapterDir, path.join(REPO_ROOT, 'adapters'));
+  assert.equal(c.dataDir, path.join(REPO_ROOT, 'data'));
+  assert.equal(c.device, 'cpu');
+  assert.equal(c.cacheBytes, 256 * 1024 * 1024);
+  assert.equal(c.maxBatch, 8);
+  assert.equal(c.maxQueue, 64);
+  assert.equal(c.maxBodyBytes, 1024 * 1024);
+  assert.equal(c.adminToken, undefined);
+  assert.equal(c.otlpEndpoint, undefined);
+});
+
+test('environment variables; user paths resolve against the working directory', () => {
+  const c = loadConfig([], {
+    PORT: '9000',
+    PATCHBAY_MODEL_DIR: 'some/model',
+    PATCHBAY_DEVICE: 'cuda',
+    PATCHBAY_CACHE_BYTES: '64Mi',
+    PATCHBAY_MAX_BATCH: '4',
+    PATCHBAY_ADMIN_TOKEN: 's3cret',
+    PATCHBAY_THREADS: '',
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+  });
+  assert.equal(c.port, 9000);
+  assert.equal(c.modelDir, path.resolve('some/model'));
+  assert.equal(c.device, 'cuda');
+  assert.equal(c.cacheBytes, 64 * 1024 * 1024);
+  assert.equal(c.maxBatch, 4);
+  assert.equal(c.adminToken, 's3cret');
+  assert.equal(c.threads, undefined, 'an empty variable counts as unset');
+  assert.equal(c.otlpEndpoint, 'http://collector:4318');
+});
+
+test('CLI flags win over the environment', () => {
+  const c = loadConfig(['--port', '7000', '--model-dir=/m', '--max-body-bytes', '2048'], { PORT: '9000' });
+  assert.equal(c.port, 7000);
+  assert.equal(c.modelDir, '/m');
+  assert.equal(c.maxBodyBytes, 2048);
+});
+
+test('bad values fail with every problem, naming the variable or flag', () => {
+  assert.throws(
+    () => loadConfig(['--max-batch', '0'], { PORT: 'eighty', PATCHBAY_DEVICE: 'tpu', PATCHBAY_CACHE_BYTES: 'lots' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      const text = err.message;
+      for (const name of ['PORT', 'PATCHBAY_DEVICE', 'PATCHBAY_CACHE_BYTES', '--max-batch']) assert.match(text, new RegExp(name));
+      assert.equal(err.problems.length, 4);
+      return true;
+    },
+  );
+  assert.throws(() => loadConfig(['--no-such-flag'], {}), ConfigError);
+});
