@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import type { DeltaSelection } from './runtime/graph/selection.ts';
 
 /** Defaults point into the repository, wherever the process was started from. */
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -25,6 +26,29 @@ const byteSize = z.string().transform((raw, ctx) => {
   return bytes;
 });
 
+/**
+ * `attention` | `all-linear` | `none` | comma-separated module-path regexes (each must match a whole path,
+ * like PEFT's string target_modules). Unset leaves the choice to the runtime's measured default.
+ */
+const deltaTargets = z.string().transform((raw, ctx): DeltaSelection | 'none' => {
+  const v = raw.trim();
+  if (v === 'attention' || v === 'all-linear' || v === 'none') return v;
+  const patterns = v.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  for (const p of patterns) {
+    try {
+      new RegExp(`^(?:${p})$`);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `"${p}" is not a valid regular expression (${(err as Error).message})` });
+      return z.NEVER;
+    }
+  }
+  if (patterns.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'expected attention, all-linear, none or comma-separated module regexes' });
+    return z.NEVER;
+  }
+  return patterns;
+});
+
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 /** User-supplied paths are relative to the working directory, like every other CLI tool. */
@@ -41,6 +65,8 @@ const ConfigSchema = z.object({
   adminToken: z.string().min(1).optional(),
   device: z.enum(['cpu', 'cuda']).default('cpu'),
   cacheBytes: byteSize.default(256 * MiB),
+  /** Which linear layers get a delta branch at load; undefined = the runtime's default. */
+  deltaTargets: deltaTargets.optional(),
   maxBatch: int(1, 1024).default(8),
   maxQueue: int(0, 1_000_000).default(64),
   maxBodyBytes: byteSize.default(MiB),
@@ -63,6 +89,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   adminToken: { env: 'PATCHBAY_ADMIN_TOKEN' },
   device: { env: 'PATCHBAY_DEVICE', flag: 'device' },
   cacheBytes: { env: 'PATCHBAY_CACHE_BYTES', flag: 'cache-bytes' },
+  deltaTargets: { env: 'PATCHBAY_DELTA_TARGETS', flag: 'delta-targets' },
   maxBatch: { env: 'PATCHBAY_MAX_BATCH', flag: 'max-batch' },
   maxQueue: { env: 'PATCHBAY_MAX_QUEUE', flag: 'max-queue' },
   maxBodyBytes: { env: 'PATCHBAY_MAX_BODY_BYTES', flag: 'max-body-bytes' },

@@ -4,13 +4,14 @@
  * 503, in-flight ones (streams included) finish, then the server and runtime close and the process exits 0.
  */
 import { createServer, type Server } from 'node:http';
+import { basename } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { loadRuntime, type Runtime } from './runtime/index.ts';
+import { createAdapterServing } from './server/adapter-serving.ts';
 import { createApp } from './server/app.ts';
 import { createLogger } from './server/logging.ts';
 import { ServerMetrics } from './server/metrics.ts';
-import { createBaseResolver } from './server/resolver.ts';
 import { ServingState } from './server/state.ts';
 
 /** After the drain, responses still flushing their last bytes get this long before sockets are cut. */
@@ -44,7 +45,7 @@ const config = readConfig();
 const logger = createLogger(config.logLevel);
 const metrics = new ServerMetrics({ processMetrics: true });
 const state = new ServingState();
-const app = createApp({ state, metrics, logger, maxBodyBytes: config.maxBodyBytes });
+const app = createApp({ state, metrics, logger, maxBodyBytes: config.maxBodyBytes, adminToken: config.adminToken });
 
 const server = createServer(getRequestListener(app.fetch));
 server.on('error', (err) => {
@@ -68,23 +69,31 @@ const loading: Promise<Runtime> = loadRuntime({
   maxBatch: config.maxBatch,
   maxQueue: config.maxQueue,
   ...(config.threads ? { threads: config.threads } : {}),
+  ...(config.deltaTargets ? { deltaSelection: config.deltaTargets } : {}),
 });
 
-loading.then(
-  (runtime) => {
+loading
+  .then(async (runtime) => {
     const { model } = runtime;
-    state.markReady({
+    const serving = await createAdapterServing({
       runtime,
-      resolver: createBaseResolver({ id: model.id, contextLength: model.contextLength, created: Math.floor(Date.now() / 1000) }),
+      rewrite: runtime.rewrite,
+      deltaTargets: config.deltaTargets,
+      // An adapter's base_model_name_or_path may name the checkpoint directory rather than the served id.
+      baseModelNames: [basename(model.dir)],
+      adapterDir: config.adapterDir,
+      cacheBytes: config.cacheBytes,
+      metrics,
+      logger,
     });
+    state.markReady(serving);
     metrics.watchScheduler(() => runtime.scheduler);
-    logger.info({ model: model.id, contextLength: model.contextLength, phase: state.phase }, 'model loaded');
-  },
-  (err: unknown) => {
-    logger.fatal({ err, modelDir: config.modelDir }, 'could not load the model');
+    logger.info({ model: model.id, contextLength: model.contextLength, deltaLayers: runtime.deltaLayers.length, phase: state.phase }, 'model loaded');
+  })
+  .catch((err: unknown) => {
+    logger.fatal({ err, modelDir: config.modelDir, adapterDir: config.adapterDir }, 'could not load the model or its adapters');
     process.exit(1);
-  },
-);
+  });
 
 let stopping: Promise<void> | undefined;
 
@@ -100,6 +109,7 @@ function shutdown(signal: NodeJS.Signals): Promise<void> {
     const runtime = await loading;
     await runtime.scheduler.drain();
     await closeServer(server);
+    state.serving?.adapters?.close();
     await runtime.close();
     logger.info('stopped');
   })();

@@ -4,6 +4,7 @@ import { readModelInfo, type ModelInfo } from './model-config.ts';
 import { ContinuousBatchScheduler, type Scheduler, type StepEvent } from './scheduler.ts';
 import { createSession, type Device } from './session.ts';
 import { HfTokenizer, type TextTokenizer } from './tokenizer.ts';
+import { addDeltaBranches, type DeltaRewrite, type DeltaSelection } from './graph/index.ts';
 import type { DeltaLayer } from './delta-feeds.ts';
 
 export type { ModelInfo } from './model-config.ts';
@@ -20,6 +21,11 @@ export interface RuntimeOptions {
   maxBatch: number;
   maxQueue: number;
   threads?: number;
+  /**
+   * Which linear layers get a per-request delta branch (adapters can only land there). `'none'` serves
+   * the graph untouched. Default: see DEFAULT_DELTA_SELECTION in graph/selection.ts.
+   */
+  deltaSelection?: DeltaSelection | 'none';
   onStep?: (event: StepEvent) => void;
 }
 
@@ -29,6 +35,8 @@ export interface Runtime {
   readonly scheduler: Scheduler;
   /** Linear layers that accept per-request deltas (empty when the graph was not rewritten). */
   readonly deltaLayers: readonly DeltaLayer[];
+  /** The graph rewrite (every linear layer found, which got a branch), or undefined with `'none'`. */
+  readonly rewrite: DeltaRewrite | undefined;
   close(): Promise<void>;
 }
 
@@ -36,9 +44,10 @@ export interface Runtime {
 export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const model = await readModelInfo(opts.modelDir, opts.modelId);
   const tokenizer = await HfTokenizer.load(model.dir);
-  const bytes = new Uint8Array(await readFile(model.onnxPath));
-  const deltaLayers: DeltaLayer[] = [];
-  const session = await createSession(bytes, { device: opts.device, threads: opts.threads });
+  const original = new Uint8Array(await readFile(model.onnxPath));
+  const rewrite = opts.deltaSelection === 'none' ? undefined : addDeltaBranches(original, opts.deltaSelection);
+  const deltaLayers: DeltaLayer[] = rewrite?.layers ?? [];
+  const session = await createSession(rewrite?.bytes ?? original, { device: opts.device, threads: opts.threads });
   const engine = new Engine(session, model, model.vocabSize, 1);
   const scheduler = new ContinuousBatchScheduler(() => engine, tokenizer, {
     maxBatch: opts.maxBatch,
@@ -54,6 +63,7 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
     tokenizer,
     scheduler,
     deltaLayers,
+    rewrite,
     async close() {
       if (closed) return;
       closed = true;

@@ -1,16 +1,19 @@
 /**
  * Assembles the HTTP application from explicit dependencies (no globals, no env reads), so `main.ts`,
  * tests and benchmarks build the same app. Middleware order: request id + access log/metrics first (they
- * see every response, errors included), then the body limit, then the routes; one error handler.
+ * see every response, errors included), then the admin guard (before any body is read), then the body
+ * limit, then the routes; one error handler.
  */
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
 import { PatchbayError } from '../errors.ts';
+import { ADMIN_PATHS, adminAuth } from './auth.ts';
 import type { AppEnv } from './env.ts';
 import { notFoundHandler, onError } from './errors.ts';
 import { observe } from './logging.ts';
 import type { ServerMetrics } from './metrics.ts';
+import { adminAdapterRoutes } from './routes/admin-adapters.ts';
 import { chatRoute } from './routes/chat.ts';
 import { completionsRoute } from './routes/completions.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -24,11 +27,15 @@ export interface AppDeps {
   logger: Logger;
   /** Larger request bodies get a 413 before they are buffered. */
   maxBodyBytes: number;
+  /** Bearer token for the admin routes; unset switches them off (403). */
+  adminToken?: string | undefined;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use(observe(deps.logger, deps.metrics));
+  const guard = adminAuth(deps.adminToken);
+  for (const path of ADMIN_PATHS) app.use(path, guard);
   app.use(
     bodyLimit({
       maxSize: deps.maxBodyBytes,
@@ -47,6 +54,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   modelsRoute(app, deps.state);
   completionsRoute(app, deps);
   chatRoute(app, deps);
+  adminAdapterRoutes(app, deps.state);
 
   app.onError(onError);
   app.notFound(notFoundHandler);

@@ -91,6 +91,7 @@ export class Generation {
         signal: link.abort.signal,
         ...(resolution.delta ? { delta: resolution.delta } : {}),
       });
+      deps.metrics.adapters.recordRequest(resolution.kind, resolution.modelId);
       return new Generation(c, deps, plan, handle, resolution, link);
     } catch (err) {
       link.unlink();

@@ -4,6 +4,7 @@
  * read from the scheduler at scrape time, so they are exact rather than sampled.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AdapterMetrics } from './adapter-metrics.ts';
 import type { ServedScheduler } from './contract.ts';
 
 export interface MetricsOptions {
@@ -61,6 +62,7 @@ export class ServerMetrics {
 
   readonly queueDepth: Gauge;
   readonly activeSequences: Gauge;
+  readonly adapters = new AdapterMetrics(this.registry);
 
   constructor(opts: MetricsOptions = {}) {
     const current = () => this.#scheduler?.();

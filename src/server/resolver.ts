@@ -1,7 +1,6 @@
 /**
- * What a request's `model` (and `adapters` / `patches` / `condition`) resolves to. Today only the base model
- * exists; the adapter registry will provide another `ModelResolver` (or wrap this one) without touching the
- * routes, which only ever call `list`, `get` and `resolve`.
+ * What a request's `model` (and `adapters` / `patches` / `condition`) resolves to. The routes only ever call
+ * `list`, `get` and `resolve`; `createBaseResolver` knows the base alone, adapter-resolver.ts adds adapters.
  */
 import { PatchbayError } from '../errors.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
@@ -23,6 +22,8 @@ export interface ModelCard {
 export interface Resolution {
   /** Echoed as the response's `model`. */
   modelId: string;
+  /** What serves it, a bounded metrics label: `base`, the adapter's kind (`lora`, `s2ft`) or `combination`. */
+  kind: string;
   delta?: DeltaBinding;
   /** Last knowledge edit applied to what serves this request (`x-patchbay-edit-seq`). */
   editSeq: number;
@@ -45,6 +46,11 @@ export function modelNotFound(id: string): PatchbayError {
   });
 }
 
+/** 400 for request fields this server cannot honour yet. */
+export function notAvailable(field: string): PatchbayError {
+  return new PatchbayError({ status: 400, code: 'not_available', param: field, message: `'${field}' is not available yet on this server.` });
+}
+
 export interface BaseResolverOptions {
   id: string;
   contextLength: number;
@@ -52,9 +58,8 @@ export interface BaseResolverOptions {
   created: number;
 }
 
-/** Knows the base model only; requests that attach anything get a 400 saying it is not available yet. */
-export function createBaseResolver(opts: BaseResolverOptions): ModelResolver {
-  const card: ModelCard = {
+export function baseCard(opts: BaseResolverOptions): ModelCard {
+  return {
     id: opts.id,
     object: 'model',
     created: opts.created,
@@ -63,22 +68,18 @@ export function createBaseResolver(opts: BaseResolverOptions): ModelResolver {
     parent: null,
     max_model_len: opts.contextLength,
   };
+}
+
+/** Knows the base model only; requests that attach anything get a 400 saying it is not available yet. */
+export function createBaseResolver(opts: BaseResolverOptions): ModelResolver {
+  const card = baseCard(opts);
   return {
     list: () => [{ ...card }],
     get: (id) => (id === card.id ? { ...card } : undefined),
     async resolve(req) {
       if (req.model !== card.id) throw modelNotFound(req.model);
-      for (const field of ['adapters', 'patches', 'condition'] as const) {
-        if (req[field] != null) {
-          throw new PatchbayError({
-            status: 400,
-            code: 'not_available',
-            param: field,
-            message: `'${field}' is not available yet on this server.`,
-          });
-        }
-      }
-      return { modelId: card.id, editSeq: 0, release: () => {} };
+      for (const field of ['adapters', 'patches', 'condition'] as const) if (req[field] != null) throw notAvailable(field);
+      return { modelId: card.id, kind: 'base', editSeq: 0, release: () => {} };
     },
   };
 }

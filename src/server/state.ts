@@ -3,6 +3,7 @@
  * the runtime and get a 503 unless ready, so a draining process finishes what it has and admits nothing.
  */
 import { PatchbayError } from '../errors.ts';
+import type { AdapterRegistry } from '../registry/adapter-registry.ts';
 import type { ServingRuntime } from './contract.ts';
 import type { ModelResolver } from './resolver.ts';
 
@@ -11,6 +12,8 @@ export type Phase = 'loading' | 'ready' | 'draining';
 export interface Serving {
   runtime: ServingRuntime;
   resolver: ModelResolver;
+  /** Backs the admin adapter routes; absent when the server was built without one (base only). */
+  adapters?: AdapterRegistry;
 }
 
 export class ServingState {

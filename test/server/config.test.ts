@@ -62,3 +62,14 @@ test('bad values fail with every problem, naming the variable or flag', () => {
   );
   assert.throws(() => loadConfig(['--no-such-flag'], {}), ConfigError);
 });
+
+test('PATCHBAY_DELTA_TARGETS: unset = runtime default, names, none, comma-separated regexes; bad regex named', () => {
+  assert.equal(loadConfig([], {}).deltaTargets, undefined);
+  for (const v of ['attention', 'all-linear', 'none'] as const) assert.equal(loadConfig([], { PATCHBAY_DELTA_TARGETS: v }).deltaTargets, v);
+  assert.deepEqual(loadConfig(['--delta-targets', '.*q_proj, .*v_proj'], {}).deltaTargets, ['.*q_proj', '.*v_proj']);
+  assert.throws(
+    () => loadConfig([], { PATCHBAY_DELTA_TARGETS: '.*q_proj,(' }),
+    (err: unknown) => err instanceof ConfigError && /PATCHBAY_DELTA_TARGETS/.test(err.message) && /"\("/.test(err.message),
+  );
+  assert.throws(() => loadConfig([], { PATCHBAY_DELTA_TARGETS: ' , ' }), ConfigError);
+});

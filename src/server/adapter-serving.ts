@@ -1,0 +1,66 @@
+/**
+ * Builds what the server serves once the runtime is loaded: the attach target from the graph rewrite, the
+ * adapter registry (scanned, wired to metrics and logs) and the adapter resolver. `main.ts` and the tests
+ * call this one function, so the tests exercise the production wiring.
+ */
+import type { Logger } from 'pino';
+import { attachTarget } from '../adapters/index.ts';
+import { AdapterRegistry } from '../registry/adapter-registry.ts';
+import type { DeltaRewrite } from '../runtime/graph/delta-branches.ts';
+import { DEFAULT_DELTA_SELECTION, type DeltaSelection } from '../runtime/graph/selection.ts';
+import { createAdapterResolver } from './adapter-resolver.ts';
+import type { ServingRuntime } from './contract.ts';
+import type { ServerMetrics } from './metrics.ts';
+import type { Serving } from './state.ts';
+
+export interface AdapterServingOptions {
+  runtime: ServingRuntime;
+  /** The runtime's graph rewrite; undefined when it runs without delta branches (adapters refused). */
+  rewrite: Pick<DeltaRewrite, 'layers' | 'linearLayers'> | undefined;
+  /** What PATCHBAY_DELTA_TARGETS asked for (undefined = the runtime default), named in adapter errors. */
+  deltaTargets: DeltaSelection | 'none' | undefined;
+  /** Names an adapter's `base_model_name_or_path` may give (besides the served model id). */
+  baseModelNames?: readonly string[];
+  adapterDir?: string;
+  cacheBytes: number;
+  metrics: ServerMetrics;
+  logger: Logger;
+  /** Unix seconds for the base model card. */
+  created?: number;
+}
+
+export function selectionName(targets: DeltaSelection | 'none' | undefined): string {
+  const name = (s: DeltaSelection | 'none') => (typeof s === 'string' ? s : s.join(','));
+  return targets === undefined ? `${name(DEFAULT_DELTA_SELECTION)} (default)` : name(targets);
+}
+
+export async function createAdapterServing(opts: AdapterServingOptions): Promise<Required<Serving>> {
+  const { model } = opts.runtime;
+  const names = [...new Set([model.id, ...(opts.baseModelNames ?? [])])];
+  const target = opts.rewrite ? attachTarget(opts.rewrite, selectionName(opts.deltaTargets), names) : undefined;
+  const log = opts.logger.child({ component: 'adapters' });
+  const registry = new AdapterRegistry({
+    ...(opts.adapterDir ? { adapterDir: opts.adapterDir } : {}),
+    maxBytes: opts.cacheBytes,
+    target,
+    reserved: [model.id],
+    onLoad(event) {
+      opts.metrics.adapters.recordLoad(event);
+      if (event.error) log.warn({ adapter: event.id, err: event.error }, 'adapter load failed');
+      else log.info({ adapter: event.id, kind: event.kind, bytes: event.bytes, ms: Math.round(event.seconds * 1000) }, 'adapter loaded');
+    },
+    onEvict(key, bytes, reason) {
+      log.debug({ key, bytes, reason }, 'adapter factors left host memory');
+    },
+  });
+  const found = await registry.scan();
+  opts.metrics.adapters.watch(() => registry.stats());
+  log.info({ adapterDir: opts.adapterDir, adapters: found.length, deltaTargets: target?.selection ?? 'none' }, 'adapter registry ready');
+  const resolver = createAdapterResolver({
+    id: model.id,
+    contextLength: model.contextLength,
+    created: opts.created ?? Math.floor(Date.now() / 1000),
+    registry,
+  });
+  return { runtime: opts.runtime, resolver, adapters: registry };
+}
