@@ -46,7 +46,7 @@ export class Sequence implements GenerationHandle {
     this.delta = request.delta;
     this.signal = request.signal;
     this.maxTokens = request.sampling.maxTokens;
-    this.eos = new Set(eosTokenIds);
+    this.eos = new Set(request.sampling.ignoreEos ? [] : eosTokenIds);
     this.sampler = new Sampler(request.sampling);
     this.decoder = new IncrementalDecoder(tokenizer);
     this.stops = new StopStrings(request.sampling.stop);

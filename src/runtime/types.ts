@@ -12,6 +12,8 @@ export interface SamplingParams {
   seed?: number;
   /** Generation ends before the first occurrence of any of these; the stop string is not returned. */
   stop: string[];
+  /** Keep generating past EOS (vLLM's `ignore_eos`): fixed-length runs for benchmarks and load tests. */
+  ignoreEos?: boolean;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';

@@ -56,7 +56,7 @@ def genre_ids(tok, genre):
     return torch.tensor(ids, dtype=torch.long)
 
 
-def train(model, params, ids, steps, lr, seed, mask_hooks=()):
+def train(model, params, ids, steps, lr, seed):
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()

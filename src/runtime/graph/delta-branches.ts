@@ -23,6 +23,7 @@ import {
   encodeModel,
   int64Initializer,
   node,
+  onnx,
   tensorValueInfo,
   valueInfoDims,
   type ModelProto,
@@ -48,6 +49,11 @@ export interface DeltaRewrite {
   linearLayers: LinearLayer[];
   /** Symbolic batch dimension shared with `input_ids`. */
   batchDim: string;
+  /**
+   * Whether initializers live in external data files. Their locations are relative to the model file,
+   * so such bytes must be written next to the original model and loaded by path, not from a buffer.
+   */
+  usesExternalData: boolean;
 }
 
 export function deltaInputNames(name: string): { aInput: string; bInput: string } {
@@ -93,7 +99,8 @@ export function addDeltaBranches(
 
   graph.node = (graph.node ?? []).flatMap((n) => [n, ...(branchesAfter.get(n) ?? [])]);
   graph.initializer = [...(graph.initializer ?? []), ...newInits];
-  return { bytes: encodeModel(model), layers, linearLayers, batchDim };
+  const usesExternalData = (graph.initializer ?? []).some((t) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL);
+  return { bytes: encodeModel(model), layers, linearLayers, batchDim, usesExternalData };
 }
 
 /** x [b, s, d_in] → xa [b, s, r] → xab [b, s, d_out]; y' = y + xab. */

@@ -1,0 +1,39 @@
+/**
+ * The one interface every adapter kind implements: detect its files, load them, compile to factors
+ * for the delta path (`y += (x·A)·B` per targeted layer, see src/runtime/graph/delta-branches.ts).
+ * Adding a kind = a file implementing `AdapterKind` + one line in ./index.ts.
+ */
+import type { DeltaBinding, LayerFactors } from '../runtime/types.ts';
+import type { AttachTarget } from './attach-target.ts';
+
+export interface LoadedAdapter {
+  /** The adapter id (directory name unless given). */
+  id: string;
+  kind: string;
+  /** key = id; one entry per targeted layer. */
+  binding: DeltaBinding;
+  /** Bytes held by the factors (for the registry's size-bounded cache). */
+  bytes: number;
+  /** Largest per-layer rank. */
+  rank: number;
+  /** Targeted graph layer names, in file order. */
+  modules: string[];
+}
+
+export interface AdapterKind {
+  readonly kind: string;
+  /** Whether `dir` holds an adapter of this kind (cheap: reads the config only). */
+  detect(dir: string): Promise<boolean>;
+  /** Validate against `target` (header-first: shapes before tensor bytes) and compile to factors. */
+  load(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter>;
+}
+
+export function loadedAdapter(id: string, kind: string, layers: Map<string, LayerFactors>): LoadedAdapter {
+  let bytes = 0;
+  let rank = 0;
+  for (const f of layers.values()) {
+    bytes += f.a.byteLength + f.b.byteLength;
+    rank = Math.max(rank, f.rank);
+  }
+  return { id, kind, binding: { key: id, layers }, bytes, rank, modules: [...layers.keys()] };
+}

@@ -1,0 +1,133 @@
+/**
+ * Hugging Face PEFT LoRA directory → delta factors.
+ *
+ * PEFT forward per targeted module: y += s·(x·Aᵀ)·Bᵀ with lora_A [r, d_in], lora_B [d_out, r],
+ * s = alpha/r (alpha/√r with rsLoRA; r and alpha per module via rank_pattern / alpha_pattern).
+ * Compiled for the delta path (y += (x·a)·b):
+ *
+ *     a = Aᵀ      [d_in, r]     a[i, j] = A[j, i]
+ *     b = s·Bᵀ    [r, d_out]    b[j, o] = s·B[o, j]
+ *
+ * Load order (header first): config → refused features → tensor names → modules resolvable and
+ * targeted → shapes against the graph — all before a tensor byte is read. See peft-config.ts for
+ * the matching rules.
+ */
+import { z } from 'zod';
+import type { LayerFactors } from '../runtime/types.ts';
+import { assertAdapterDir, CONFIG_FILE, openWeights, peftType, readConfigJson } from './adapter-files.ts';
+import { checkBaseModel, invalidAdapter, resolveModules, type AttachTarget } from './attach-target.ts';
+import { loadedAdapter, type AdapterKind, type LoadedAdapter } from './kind.ts';
+import { isTargeted, moduleScaling, PeftLoraConfigSchema, unsupportedFeatures, type PeftLoraConfig } from './peft-config.ts';
+import type { TensorInfo } from './safetensors.ts';
+
+const FACTOR = /^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$/;
+const OUTPUT_HEAD = /(^|\.)(lm_head|embed_out|output_layer)$/;
+
+/** Tensor names that are PEFT but not plain LoRA factors, with what to call them in the 400. */
+const REFUSED_TENSORS: ReadonlyArray<[RegExp, string]> = [
+  [/\.lora_magnitude_vector(\.default)?(\.weight)?$/, 'DoRA magnitude vector'],
+  [/\.lora_[AB](\.default)?\.bias$/, 'LoRA bias'],
+  [/\.lora_embedding_[AB](\.default)?$/, 'embedding LoRA (embeddings are not linear layers of the graph)'],
+  [/\.modules_to_save\./, 'modules_to_save weights'],
+  [/\.trainable_tokens_/, 'trainable tokens'],
+];
+
+export const loraKind: AdapterKind = {
+  kind: 'lora',
+  async detect(dir) {
+    return (await peftType(dir)) === 'LORA';
+  },
+  load: loadLora,
+};
+
+async function loadLora(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter> {
+  await assertAdapterDir(id, dir);
+  const cfg = parseConfig(id, await readConfigJson(dir, id));
+  checkBaseModel(id, cfg.base_model_name_or_path, target);
+
+  const file = await openWeights(dir, id);
+  try {
+    const pairs = factorPairs(id, file.header.tensors);
+    const layers = resolveModules(id, [...pairs.keys()], target);
+    const plan = [...pairs].map(([module, { A, B }]) => {
+      const layer = layers.get(module)!;
+      if (!isTargeted(cfg, module, OUTPUT_HEAD.test(module))) {
+        throw invalidAdapter(id, `module ${module} has LoRA tensors but ${CONFIG_FILE} target_modules ${JSON.stringify(cfg.target_modules)} does not select it`);
+      }
+      const { r, scale } = moduleScaling(cfg, module);
+      checkShapes(id, module, A, B, r, layer.dIn, layer.dOut);
+      return { module, A, B, r, scale, dIn: layer.dIn, dOut: layer.dOut };
+    });
+
+    const factors = new Map<string, LayerFactors>();
+    for (const p of plan) {
+      const A = (await file.read(p.A.name)).data as Float32Array;
+      const B = (await file.read(p.B.name)).data as Float32Array;
+      factors.set(p.module, compileLora(A, B, p.r, p.dIn, p.dOut, p.scale));
+    }
+    return loadedAdapter(id, 'lora', factors);
+  } finally {
+    await file.close();
+  }
+}
+
+function parseConfig(id: string, raw: unknown): PeftLoraConfig {
+  if (raw === undefined) throw invalidAdapter(id, `${CONFIG_FILE} is missing`);
+  if (typeof raw === 'object' && raw !== null) {
+    const refused = unsupportedFeatures(raw as Record<string, unknown>);
+    if (refused.length > 0) throw invalidAdapter(id, `uses PEFT features Patchbay does not support: ${refused.join(', ')}`, 'unsupported_adapter_feature');
+  }
+  const parsed = PeftLoraConfigSchema.safeParse(raw);
+  if (!parsed.success) throw invalidAdapter(id, `${CONFIG_FILE}: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`);
+  if (parsed.data.peft_type !== 'LORA') throw invalidAdapter(id, `peft_type ${parsed.data.peft_type} is not LORA`, 'unsupported_adapter_feature');
+  return parsed.data;
+}
+
+/** Group header entries into per-module (lora_A, lora_B) pairs; anything else is refused by name. */
+function factorPairs(id: string, tensors: ReadonlyMap<string, TensorInfo>): Map<string, { A: TensorInfo; B: TensorInfo }> {
+  const partial = new Map<string, { A?: TensorInfo; B?: TensorInfo }>();
+  for (const [name, info] of tensors) {
+    const m = FACTOR.exec(name);
+    if (!m) {
+      const refused = REFUSED_TENSORS.find(([re]) => re.test(name));
+      throw invalidAdapter(
+        id,
+        refused ? `tensor ${name}: ${refused[1]} is not supported` : `unexpected tensor ${name} (expected base_model.model.<module>.lora_A|lora_B.weight)`,
+        refused ? 'unsupported_adapter_feature' : 'invalid_adapter',
+      );
+    }
+    if (info.dtype !== 'F32' && info.dtype !== 'F16' && info.dtype !== 'BF16') throw invalidAdapter(id, `tensor ${name} is ${info.dtype}, expected a float dtype`);
+    const slot = partial.get(m[1]!) ?? {};
+    if (slot[m[2] as 'A' | 'B']) throw invalidAdapter(id, `module ${m[1]} has two lora_${m[2]} tensors`);
+    slot[m[2] as 'A' | 'B'] = info;
+    partial.set(m[1]!, slot);
+  }
+  const pairs = new Map<string, { A: TensorInfo; B: TensorInfo }>();
+  for (const [module, { A, B }] of partial) {
+    if (!A || !B) throw invalidAdapter(id, `module ${module} has lora_${A ? 'A' : 'B'} but no lora_${A ? 'B' : 'A'}`);
+    pairs.set(module, { A, B });
+  }
+  if (pairs.size === 0) throw invalidAdapter(id, 'adapter_model.safetensors holds no LoRA factors');
+  return pairs;
+}
+
+function checkShapes(id: string, module: string, A: TensorInfo, B: TensorInfo, r: number, dIn: number, dOut: number): void {
+  const fail = (msg: string) => invalidAdapter(id, `module ${module}: ${msg}`, 'adapter_shape_mismatch');
+  const a = A.shape;
+  const b = B.shape;
+  if (a.length !== 2) throw fail(`lora_A is [${a.join(', ')}], expected 2-D [r, d_in]`);
+  if (b.length !== 2) throw fail(`lora_B is [${b.join(', ')}], expected 2-D [d_out, r]`);
+  if (a[1] !== dIn) throw fail(`lora_A is [${a.join(', ')}] but the layer takes d_in=${dIn}`);
+  if (b[0] !== dOut) throw fail(`lora_B is [${b.join(', ')}] but the layer gives d_out=${dOut}`);
+  if (a[0] !== b[1]) throw fail(`lora_A is [${a.join(', ')}] and lora_B is [${b.join(', ')}]: ranks differ`);
+  if (a[0] !== r) throw fail(`lora_A is [${a.join(', ')}] but the config gives this module r=${r}`);
+}
+
+/** a = Aᵀ [d_in, r], b = s·Bᵀ [r, d_out] from row-major A [r, d_in], B [d_out, r]. */
+export function compileLora(A: Float32Array, B: Float32Array, r: number, dIn: number, dOut: number, scale: number): LayerFactors {
+  const a = new Float32Array(dIn * r);
+  const b = new Float32Array(r * dOut);
+  for (let j = 0; j < r; j++) for (let i = 0; i < dIn; i++) a[i * r + j] = A[j * dIn + i]!;
+  for (let o = 0; o < dOut; o++) for (let j = 0; j < r; j++) b[j * dOut + o] = scale * B[o * r + j]!;
+  return { rank: r, a, b };
+}
