@@ -15,10 +15,11 @@ import * as ort from 'onnxruntime-node';
 import { attachTarget, loadAdapter } from '../src/adapters/index.ts';
 import { encodeSafetensors, type TensorToWrite } from '../src/adapters/safetensors-writer.ts';
 import { SafetensorsFile } from '../src/adapters/safetensors.ts';
-import { addDeltaBranches, buildDeltaFeeds } from '../src/runtime/graph/index.ts';
+import { addDeltaBranches } from '../src/runtime/graph/index.ts';
 import type { DeltaBinding } from '../src/runtime/types.ts';
 import { mkdtemp, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { deltaTensors } from '../src/runtime/delta-feeds.ts';
 
 const { values: args } = parseArgs({ options: { threads: { type: 'string', default: '1' }, rounds: { type: 'string', default: '7' }, runs: { type: 'string', default: '20' } } });
 const bytes = new Uint8Array(await readFile('models/tiny-gpt2/onnx/model.onnx'));
@@ -65,7 +66,7 @@ function feeds(batch: number, delta: DeltaBinding | undefined): Record<string, o
     position_ids: new ort.Tensor('int64', new BigInt64Array(batch).fill(64n), [batch, 1]),
   };
   for (let l = 0; l < 4; l++) for (const kv of ['key', 'value']) f[`past_key_values.${l}.${kv}`] = new ort.Tensor('float32', new Float32Array(batch * 4 * 64 * 64).fill(0.1), [batch, 4, 64, 64]);
-  for (const [k, t] of buildDeltaFeeds(rw.layers, Array.from({ length: batch }, () => delta))) f[k] = new ort.Tensor('float32', t.data, t.dims);
+  Object.assign(f, deltaTensors(rw.layers, Array.from({ length: batch }, () => delta)));
   return f;
 }
 const contenders: Array<[string, DeltaBinding | undefined]> = [['no adapter', undefined], [`s2ft (max rank ${s2ft.rank})`, s2ft.binding], [`lora r=${r}`, lora.binding]];

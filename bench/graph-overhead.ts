@@ -15,6 +15,7 @@ import { addDeltaBranches, buildDeltaFeeds, type DeltaLayer, type DeltaSelection
 import { decodeModel, valueInfoDims } from '../src/runtime/graph/onnx.ts';
 import { fuseSharedInputs } from './lib/fused-branches.ts';
 import type { DeltaBinding, LayerFactors } from '../src/runtime/types.ts';
+import { deltaTensors } from '../src/runtime/delta-feeds.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -80,7 +81,7 @@ function variantFeeds(v: Variant, batch: number, seq: number, past: number): Rec
   const feeds = baseFeeds(batch, seq, past);
   if (v.fusedFeeds) return { ...feeds, ...v.fusedFeeds(batch, v.rank) };
   const rows = Array.from({ length: batch }, (_, i) => (v.rank > 0 ? binding(v.layers, v.rank, `r${i}`) : undefined));
-  for (const [k, t] of buildDeltaFeeds(v.layers, rows)) feeds[k] = new ort.Tensor('float32', t.data, t.dims);
+  Object.assign(feeds, deltaTensors(v.layers, rows));
   return feeds;
 }
 

@@ -5,8 +5,9 @@
  * so a group costs 2 MatMuls + 1 Split + n Adds instead of n × (2 MatMuls + 1 Add).
  */
 import * as ort from 'onnxruntime-node';
-import { addDeltaBranches, buildDeltaFeeds, findLinearLayers, layerSelector, type DeltaSelection, type LinearLayer } from '../../src/runtime/graph/index.ts';
+import { addDeltaBranches, findLinearLayers, layerSelector, type DeltaSelection, type LinearLayer } from '../../src/runtime/graph/index.ts';
 import { FLOAT, decodeModel, encodeModel, int64Initializer, node, tensorValueInfo, type NodeProto } from '../../src/runtime/graph/onnx.ts';
+import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
 
 export function fuseSharedInputs(bytes: Uint8Array, selection: DeltaSelection) {
   const select = layerSelector(selection);
@@ -55,7 +56,7 @@ export function fuseSharedInputs(bytes: Uint8Array, selection: DeltaSelection) {
       const rows = Array.from({ length: batch }, (_, i) =>
         rank === 0 ? undefined : { key: `r${i}`, layers: new Map(single.layers.map((l) => [l.name, { rank, a: new Float32Array(l.dIn * rank).fill(0.01), b: new Float32Array(rank * l.dOut).fill(0.01) }])) },
       );
-      for (const [k, t] of buildDeltaFeeds(single.layers, rows)) feeds[k] = new ort.Tensor('float32', t.data, t.dims);
+      Object.assign(feeds, deltaTensors(single.layers, rows));
       groups.forEach((g, gi) => {
         const R = rank * g.length;
         const dOut = g.reduce((s, l) => s + l.dOut, 0);

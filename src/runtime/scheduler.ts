@@ -1,7 +1,7 @@
 import type { Tensor } from 'onnxruntime-node';
 import { PatchbayError } from '../errors.ts';
 import { BatchKv, pack, type RowRef } from './batch-kv.ts';
-import { buildDeltaFeeds, type DeltaLayer } from './delta-feeds.ts';
+import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
 import type { Engine } from './engine.ts';
 import { Sequence } from './sequence.ts';
 import type { TextTokenizer } from './tokenizer.ts';
@@ -144,7 +144,7 @@ export class ContinuousBatchScheduler implements Scheduler {
       seq.baseVersion = engine.baseVersion;
     }
     try {
-      const feeds = buildDeltaFeeds(this.opts.deltaLayers, admitted.map((s) => s.delta));
+      const feeds = deltaTensors(this.opts.deltaLayers, admitted.map((s) => s.delta));
       const result = await engine.forward(BatchKv.empty(engine.shape, admitted.length), admitted.map((s) => s.promptIds), feeds);
       this.report('prefill', admitted.length, admitted.reduce((n, s) => n + s.promptIds.length, 0), started);
       admitted.forEach((seq, b) => seq.step(result.logits[b]!));
@@ -188,7 +188,7 @@ export class ContinuousBatchScheduler implements Scheduler {
     this.running = live;
     const shape = this.engine().shape;
     this.kv = live.length > 0 ? pack(shape, refs) : undefined;
-    this.deltaFeeds = buildDeltaFeeds(this.opts.deltaLayers, live.map((s) => s.delta));
+    this.deltaFeeds = deltaTensors(this.opts.deltaLayers, live.map((s) => s.delta));
   }
 
   private report(kind: StepEvent['kind'], rows: number, tokens: number, started: number): void {

@@ -37,6 +37,8 @@ const sampling = {
   top_p: z.number().gt(0).max(1).nullish(),
   /** Extension (vLLM): 0 disables. */
   top_k: z.number().int().min(0).nullish(),
+  /** Extension (vLLM): keep generating past EOS, for fixed-length load tests and benchmarks. */
+  ignore_eos: z.boolean().nullish(),
   seed: z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullish(),
   stop: stopSchema.nullish(),
   n: z

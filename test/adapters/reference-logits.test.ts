@@ -13,10 +13,11 @@ import * as ort from 'onnxruntime-node';
 import { attachTarget, combineBindings, loadAdapter, type AttachTarget } from '../../src/adapters/index.ts';
 import { convertS2ft } from '../../src/adapters/s2ft-convert.ts';
 import { decodeSafetensors } from '../../src/adapters/safetensors.ts';
-import { addDeltaBranches, buildDeltaFeeds, type DeltaLayer } from '../../src/runtime/graph/index.ts';
+import { addDeltaBranches, type DeltaLayer } from '../../src/runtime/graph/index.ts';
 import { decodeModel, valueInfoDims } from '../../src/runtime/graph/onnx.ts';
 import type { DeltaBinding } from '../../src/runtime/types.ts';
 import { tempDir } from './helpers.ts';
+import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
 
 interface Fixture {
   tolerance: number;
@@ -79,7 +80,7 @@ async function forward(b: Base, ids: number[][], rows: (DeltaBinding | undefined
     position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: n * seq }, (_, i) => BigInt(i % seq)), [n, seq]),
   };
   for (const p of b.past) feeds[p.name] = new ort.Tensor('float32', new Float32Array(0), [n, p.heads, 0, p.headDim]);
-  for (const [k, t] of buildDeltaFeeds(b.layers, rows)) feeds[k] = new ort.Tensor('float32', t.data, t.dims);
+  Object.assign(feeds, deltaTensors(b.layers, rows));
   const out = await b.session.run(feeds);
   const logits = out.logits!;
   return { data: logits.data as Float32Array, seq, vocab: logits.dims[2]! };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
-import { addDeltaBranches, buildDeltaFeeds, DeltaFeedPacker, findLinearLayers, modulePath } from '../../src/runtime/graph/index.ts';
+import { addDeltaBranches, buildDeltaFeeds, findLinearLayers, modulePath } from '../../src/runtime/graph/index.ts';
 import { decodeModel } from '../../src/runtime/graph/onnx.ts';
 import type { DeltaBinding, LayerFactors } from '../../src/runtime/types.ts';
 import { randomArray, rng, tinyForward, tinyModel, tinyWeights, type RowFactors } from './tiny-model.ts';
@@ -122,18 +122,6 @@ test('buildDeltaFeeds rejects factors for a layer without a branch', () => {
   const rewritten = addDeltaBranches(tinyModel(), 'attention');
   const bad: DeltaBinding = { key: 'x', layers: new Map([['lm_head', { rank: 1, a: new Float32Array(8), b: new Float32Array(6) }]]) };
   assert.throws(() => buildDeltaFeeds(rewritten.layers, [bad]), /lm_head, which has no delta branch/);
-});
-
-test('DeltaFeedPacker reuses the feeds while the rows keep their bindings', () => {
-  const rewritten = addDeltaBranches(tinyModel(), 'attention');
-  const packer = new DeltaFeedPacker(rewritten.layers);
-  const one: DeltaBinding = { key: 'one', layers: new Map([[ALL[0]!, { rank: 1, a: new Float32Array(8).fill(1), b: new Float32Array(12).fill(2) }]]) };
-  const first = packer.pack([one, undefined]);
-  assert.equal(packer.pack([one, undefined]), first);
-  const second = packer.pack([undefined, one]);
-  assert.notEqual(second, first);
-  assert.deepEqual(second.get(`delta.${ALL[0]}.a`)!.dims, [2, 8, 1]);
-  assert.deepEqual([...second.get(`delta.${ALL[0]}.a`)!.data.subarray(0, 8)], new Array(8).fill(0));
 });
 
 test('r = 0 also holds on the Gemm path with transA (x arrives as [d_in, batch·seq])', async () => {

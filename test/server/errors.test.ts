@@ -42,6 +42,7 @@ const cases: { name: string; route: string; body: unknown; param: string | null;
   { name: 'stop with 5 items', route: '/v1/completions', body: { ...completion, stop: ['a', 'b', 'c', 'd', 'e'] }, param: 'stop' },
   { name: 'top_p 0', route: '/v1/completions', body: { ...completion, top_p: 0 }, param: 'top_p' },
   { name: 'top_k -1', route: '/v1/completions', body: { ...completion, top_k: -1 }, param: 'top_k' },
+  { name: 'ignore_eos not a boolean', route: '/v1/completions', body: { ...completion, ignore_eos: 'yes' }, param: 'ignore_eos' },
   { name: 'seed 1.5', route: '/v1/completions', body: { ...completion, seed: 1.5 }, param: 'seed' },
   { name: 'stream not boolean', route: '/v1/completions', body: { ...completion, stream: 'yes' }, param: 'stream' },
   { name: 'stream_options without stream', route: '/v1/completions', body: { ...completion, stream_options: { include_usage: true } }, param: 'stream_options' },

@@ -60,24 +60,3 @@ export function buildDeltaFeeds(
   }
   return feeds;
 }
-
-/**
- * Decode steps usually repeat the previous step's batch composition; this packer returns the previous
- * feeds (same arrays) when the rows' binding keys are unchanged, so packing is paid once per batch change.
- * Bindings are immutable by contract (a key names one set of factors), which is what makes this safe.
- */
-export class DeltaFeedPacker {
-  private lastKey: string | undefined;
-  private last: Map<string, FeedTensor> | undefined;
-
-  constructor(private readonly layers: readonly DeltaLayer[]) {}
-
-  pack(rows: readonly (DeltaBinding | undefined)[]): Map<string, FeedTensor> {
-    const key = rows.map((r) => (r ? JSON.stringify(r.key) : '-')).join(',');
-    if (key !== this.lastKey || !this.last) {
-      this.last = buildDeltaFeeds(this.layers, rows);
-      this.lastKey = key;
-    }
-    return this.last;
-  }
-}

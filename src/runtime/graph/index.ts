@@ -2,4 +2,4 @@ export { findLinearLayers, type LinearLayer } from './linear-layers.ts';
 export { modulePath } from './module-path.ts';
 export { layerSelector, DEFAULT_DELTA_SELECTION, type DeltaSelection, type LayerPredicate } from './selection.ts';
 export { addDeltaBranches, deltaInputNames, type DeltaLayer, type DeltaRewrite } from './delta-branches.ts';
-export { buildDeltaFeeds, DeltaFeedPacker, type FeedTensor } from './delta-feeds.ts';
+export { buildDeltaFeeds, type FeedTensor } from './delta-feeds.ts';

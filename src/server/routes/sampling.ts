@@ -2,7 +2,7 @@
 import type { SamplingParams } from '../../runtime/types.ts';
 import type { CompletionBody } from '../schemas.ts';
 
-type SamplingFields = Pick<CompletionBody, 'temperature' | 'top_p' | 'top_k' | 'seed' | 'stop'>;
+type SamplingFields = Pick<CompletionBody, 'temperature' | 'top_p' | 'top_k' | 'seed' | 'stop' | 'ignore_eos'>;
 
 /** OpenAI's defaults: temperature 1, top_p 1; top_k 0 (off) as in vLLM. */
 export function samplingFrom(body: SamplingFields): Omit<SamplingParams, 'maxTokens'> {
@@ -12,6 +12,7 @@ export function samplingFrom(body: SamplingFields): Omit<SamplingParams, 'maxTok
     topK: body.top_k ?? 0,
     stop: body.stop ?? [],
     ...(body.seed != null ? { seed: body.seed } : {}),
+    ...(body.ignore_eos ? { ignoreEos: true } : {}),
   };
 }
 
