@@ -67,6 +67,8 @@ const ConfigSchema = z.object({
   cacheBytes: byteSize.default(256 * MiB),
   /** Which linear layers get a delta branch at load; undefined = the runtime's default. */
   deltaTargets: deltaTargets.optional(),
+  /** A second, branch-free session for steps without adapters (see RuntimeOptions.plainSession). */
+  plainSession: z.enum(['auto', 'on', 'off']).default('auto'),
   maxBatch: int(1, 1024).default(8),
   maxQueue: int(0, 1_000_000).default(64),
   maxBodyBytes: byteSize.default(MiB),
@@ -90,6 +92,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   device: { env: 'PATCHBAY_DEVICE', flag: 'device' },
   cacheBytes: { env: 'PATCHBAY_CACHE_BYTES', flag: 'cache-bytes' },
   deltaTargets: { env: 'PATCHBAY_DELTA_TARGETS', flag: 'delta-targets' },
+  plainSession: { env: 'PATCHBAY_PLAIN_SESSION', flag: 'plain-session' },
   maxBatch: { env: 'PATCHBAY_MAX_BATCH', flag: 'max-batch' },
   maxQueue: { env: 'PATCHBAY_MAX_QUEUE', flag: 'max-queue' },
   maxBodyBytes: { env: 'PATCHBAY_MAX_BODY_BYTES', flag: 'max-body-bytes' },

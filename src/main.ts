@@ -70,6 +70,7 @@ const loading: Promise<Runtime> = loadRuntime({
   maxQueue: config.maxQueue,
   ...(config.threads ? { threads: config.threads } : {}),
   ...(config.deltaTargets ? { deltaSelection: config.deltaTargets } : {}),
+  plainSession: config.plainSession,
 });
 
 loading

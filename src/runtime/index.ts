@@ -26,6 +26,12 @@ export interface RuntimeOptions {
    * the graph untouched. Default: see DEFAULT_DELTA_SELECTION in graph/selection.ts.
    */
   deltaSelection?: DeltaSelection | 'none';
+  /**
+   * Also load the graph without branches and run on it every step in which no row carries an adapter
+   * (base-only traffic then pays nothing for the branches). Costs a second copy of the weights.
+   * `auto` (default): on when the ONNX file is at most PLAIN_SESSION_AUTO_MAX_BYTES.
+   */
+  plainSession?: 'auto' | 'on' | 'off';
   onStep?: (event: StepEvent) => void;
 }
 
@@ -40,6 +46,9 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
+/** Above this, `plainSession: 'auto'` keeps one session: a second copy of the weights costs real memory. */
+export const PLAIN_SESSION_AUTO_MAX_BYTES = 1024 ** 3;
+
 /** Loads the base model once: tokenizer, ORT session, scheduler. */
 export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const model = await readModelInfo(opts.modelDir, opts.modelId);
@@ -47,8 +56,14 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const original = new Uint8Array(await readFile(model.onnxPath));
   const rewrite = opts.deltaSelection === 'none' ? undefined : addDeltaBranches(original, opts.deltaSelection);
   const deltaLayers: DeltaLayer[] = rewrite?.layers ?? [];
-  const session = await createSession(rewrite?.bytes ?? original, { device: opts.device, threads: opts.threads });
-  const engine = new Engine(session, model, model.vocabSize, 1);
+  const sessionOptions = { device: opts.device, threads: opts.threads };
+  const session = await createSession(rewrite?.bytes ?? original, sessionOptions);
+  const wantPlain = opts.plainSession ?? 'auto';
+  const plainSession =
+    rewrite && (wantPlain === 'on' || (wantPlain === 'auto' && original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES))
+      ? await createSession(original, sessionOptions)
+      : undefined;
+  const engine = new Engine({ session, plainSession, deltaLayers, shape: model, vocabSize: model.vocabSize, baseVersion: 1 });
   const scheduler = new ContinuousBatchScheduler(() => engine, tokenizer, {
     maxBatch: opts.maxBatch,
     maxQueue: opts.maxQueue,
@@ -69,6 +84,7 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
       closed = true;
       await scheduler.drain();
       await session.release();
+      await plainSession?.release();
     },
   };
 }

@@ -20,6 +20,7 @@ export interface StepEvent {
   rows: number;
   tokens: number;
   ms: number;
+  graph: 'plain' | 'delta';
 }
 
 export interface SchedulerOptions {
@@ -40,7 +41,8 @@ export class ContinuousBatchScheduler implements Scheduler {
   private waiting: Sequence[] = [];
   private running: Sequence[] = [];
   private kv: BatchKv | undefined;
-  private deltaFeeds: Record<string, Tensor> = {};
+  /** Factor tensors of the running batch; undefined while no running row carries an adapter. */
+  private deltaFeeds: Record<string, Tensor> | undefined;
   private loop: Promise<void> | undefined;
   private draining = false;
 
@@ -144,9 +146,9 @@ export class ContinuousBatchScheduler implements Scheduler {
       seq.baseVersion = engine.baseVersion;
     }
     try {
-      const feeds = deltaTensors(this.opts.deltaLayers, admitted.map((s) => s.delta));
+      const feeds = this.factorsFor(admitted);
       const result = await engine.forward(BatchKv.empty(engine.shape, admitted.length), admitted.map((s) => s.promptIds), feeds);
-      this.report('prefill', admitted.length, admitted.reduce((n, s) => n + s.promptIds.length, 0), started);
+      this.report('prefill', admitted.length, admitted.reduce((n, s) => n + s.promptIds.length, 0), started, result.graph);
       admitted.forEach((seq, b) => seq.step(result.logits[b]!));
       const keep: RowRef[] = this.running.map((_, row) => ({ from: this.kv!, row }));
       admitted.forEach((seq, row) => {
@@ -163,9 +165,9 @@ export class ContinuousBatchScheduler implements Scheduler {
     this.dropFinished();
     if (this.running.length === 0 || !this.kv) return;
     const started = performance.now();
-    const { logits, kv } = await engine.forward(this.kv, this.running.map((s) => [s.lastToken]), this.deltaFeeds);
+    const { logits, kv, graph } = await engine.forward(this.kv, this.running.map((s) => [s.lastToken]), this.deltaFeeds);
     this.kv = kv;
-    this.report('decode', this.running.length, this.running.length, started);
+    this.report('decode', this.running.length, this.running.length, started, graph);
     this.running.forEach((seq, b) => seq.step(logits[b]!));
     this.dropFinished();
   }
@@ -188,10 +190,14 @@ export class ContinuousBatchScheduler implements Scheduler {
     this.running = live;
     const shape = this.engine().shape;
     this.kv = live.length > 0 ? pack(shape, refs) : undefined;
-    this.deltaFeeds = deltaTensors(this.opts.deltaLayers, live.map((s) => s.delta));
+    this.deltaFeeds = this.factorsFor(live);
   }
 
-  private report(kind: StepEvent['kind'], rows: number, tokens: number, started: number): void {
-    this.opts.onStep?.({ kind, rows, tokens, ms: performance.now() - started });
+  private factorsFor(rows: readonly Sequence[]): Record<string, Tensor> | undefined {
+    return rows.some((s) => s.delta) ? deltaTensors(this.opts.deltaLayers, rows.map((s) => s.delta)) : undefined;
+  }
+
+  private report(kind: StepEvent['kind'], rows: number, tokens: number, started: number, graph: StepEvent['graph']): void {
+    this.opts.onStep?.({ kind, rows, tokens, ms: performance.now() - started, graph });
   }
 }

@@ -40,7 +40,7 @@ for (const name of ['tiny-gpt2', 'tiny-llama']) {
     const ref = JSON.parse(await readFile(fixture, 'utf8')) as Reference;
     const info = await readModelInfo(modelDir);
     const session = await createSession(new Uint8Array(await readFile(info.onnxPath)), { device: 'cpu', threads: 1 });
-    const engine = new Engine(session, info, info.vocabSize, 1);
+    const engine = new Engine({ session, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
     const tol = ref.tolerance;
     assert.ok(tol <= 1e-4);
 
