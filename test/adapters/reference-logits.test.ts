@@ -66,7 +66,7 @@ function base(name: string): Promise<Base> {
 }
 
 async function bindingFor(fx: Fixture, b: Base): Promise<DeltaBinding> {
-  const parts = await Promise.all(fx.adapters.map(async (a) => ({ binding: (await loadAdapter(join('adapters', a.id), b.target)).binding, weight: a.weight })));
+  const parts = await Promise.all(fx.adapters.map(async (a) => ({ binding: (await loadAdapter(adapterDir(fx.base, a.id), b.target)).binding, weight: a.weight })));
   return parts.length === 1 && parts[0]!.weight === 1 ? parts[0]!.binding : combineBindings(parts);
 }
 
@@ -103,6 +103,9 @@ async function greedy(b: Base, prompt: number[], delta: DeltaBinding | undefined
   }
   return seq.slice(prompt.length);
 }
+
+/** The default model's demo set lives in adapters/ (served by default); other bases' adapters are test data. */
+const adapterDir = (base: string, id: string) => (base === 'tiny-gpt2' ? join('adapters', id) : join(FIXTURES, base, id));
 
 test('fixtures are present', () => {
   assert.ok(fixtures.length >= 5, `expected the adapter fixtures in ${FIXTURES}: run tools/adapters/train_adapters.py`);

@@ -1,9 +1,8 @@
 /**
- * The repository's demo adapters (trained with real PEFT by tools/, in <repo>/adapters) served through the
- * API on tiny-gpt2. Skipped while that set is not there yet: it is produced separately from this code.
+ * The repository's demo adapters (trained with real PEFT by tools/adapters, committed in <repo>/adapters)
+ * served through the API on tiny-gpt2.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { REPO_ROOT } from '../registry/fixtures.ts';
@@ -11,11 +10,10 @@ import { request, startAdapterServer, type AdapterServer, type ErrorBody } from 
 
 const DIR = path.join(REPO_ROOT, 'adapters');
 const GPT2_SET = ['lora-comedy', 'lora-tragedy', 's2ft-histories'];
-const skip = GPT2_SET.some((id) => !existsSync(path.join(DIR, id, 'adapter_model.safetensors'))) && 'demo adapters not built yet';
 
 let s: AdapterServer;
 before(async () => {
-  if (!skip) s = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: DIR });
+  s = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: DIR, adminToken: 'test-token' });
 });
 after(() => s?.close());
 
@@ -25,7 +23,7 @@ async function complete(body: Record<string, unknown>): Promise<{ status: number
   return { status: res.status, text: json.choices?.[0]?.text ?? '', ...(json.error ? { error: json.error } : {}) };
 }
 
-test('every demo adapter for this base loads and changes greedy text; so does their mix', { skip }, async () => {
+test('every demo adapter for this base loads and changes greedy text; so does their mix', async () => {
   const base = await complete({ model: 'tiny-gpt2' });
   const texts = new Map<string, string>();
   for (const id of GPT2_SET) {
@@ -44,10 +42,13 @@ test('every demo adapter for this base loads and changes greedy text; so does th
   assert.equal(one.text, texts.get('lora-tragedy'));
 });
 
-test('an adapter trained for another base is listed by the scan but refused with a 400 naming both', { skip }, async () => {
-  if (!existsSync(path.join(DIR, 'lora-llama-qv'))) return;
-  const r = await complete({ model: 'lora-llama-qv' });
-  assert.equal(r.status, 400);
-  assert.equal(r.error?.code, 'adapter_base_mismatch');
-  assert.match(r.error?.message ?? '', /tiny-llama.*tiny-gpt2/);
+test('an adapter trained for another base is refused with a 400 naming both, and changes nothing', async () => {
+  const before = (await (await request(s.app, 'GET', '/v1/models')).json()) as unknown;
+  const lora_path = path.join(REPO_ROOT, 'test/fixtures/adapters/tiny-llama/lora-llama-qv');
+  const res = await request(s.app, 'POST', '/v1/load_lora_adapter', { lora_name: 'lora-llama-qv', lora_path }, 'test-token');
+  const body = (await res.json()) as ErrorBody;
+  assert.equal(res.status, 400);
+  assert.equal(body.error.code, 'adapter_base_mismatch');
+  assert.match(body.error.message, /tiny-llama.*tiny-gpt2/);
+  assert.deepEqual(await (await request(s.app, 'GET', '/v1/models')).json(), before);
 });

@@ -119,7 +119,8 @@ def write_fixture(name, ref):
 
 
 def save_peft(peft_model, adapter_id, base_name, half=False):
-    out = os.path.join(ADAPTERS, adapter_id)
+    # The default model's adapters are the served demo set; other bases' adapters are test data only.
+    out = os.path.join(ADAPTERS if base_name == "tiny-gpt2" else os.path.join(FIXTURES, base_name), adapter_id)
     shutil.rmtree(out, ignore_errors=True)
     if half:
         for n, p in peft_model.named_parameters():
