@@ -3,17 +3,19 @@
  *   1. batch-1 greedy decode: Patchbay over HTTP (child process) vs a bare onnxruntime-node generate loop
  *      vs @huggingface/transformers' text-generation pipeline, same ONNX file, prompt and token count;
  *   2. throughput of 8 concurrent requests (continuous batching) vs the batch-1 rate.
- * Trials interleave the contenders so machine noise hits all of them alike; medians are reported.
+ * Each contender runs in a process of its own (bench/lib/contender.ts); trials interleave them so machine noise
+ * hits all alike; medians are reported. The bare loop and the peer are timed inside their process (no IPC),
+ * Patchbay from the client (HTTP included), so the ratio charges Patchbay for everything a user waits on.
  *
  *   npm run bench:serve -- [--model models/tiny-gpt2] [--tokens 64] [--trials 5] [--threads 2]
+ *                          [--delta-targets none|attention|all-linear] [--plain-session auto|on|off]
  */
 import { parseArgs } from 'node:util';
-import { resolve, basename, dirname } from 'node:path';
+import { resolve } from 'node:path';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { pipeline, env } from '@huggingface/transformers';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { HfTokenizer } from '../src/runtime/tokenizer.ts';
-import { BareLoop } from './lib/bare-loop.ts';
+import { Contender } from './lib/contender.ts';
 import { startServer, timeCompletion } from './lib/server-process.ts';
 import { median, row } from './lib/stats.ts';
 
@@ -24,6 +26,9 @@ const { values: args } = parseArgs({
     trials: { type: 'string', default: '5' },
     threads: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '8' },
+    /** Server settings to compare configurations (defaults: the server's own). */
+    'delta-targets': { type: 'string' },
+    'plain-session': { type: 'string' },
   },
 });
 const modelDir = resolve(args.model);
@@ -36,44 +41,49 @@ const prompts = ['ROMEO.\nBut soft, what light', 'KING HENRY.\nOnce more', 'HAML
 
 const model = await readModelInfo(modelDir);
 const tokenizer = await HfTokenizer.load(modelDir);
-const server = await startServer({ PATCHBAY_MODEL_DIR: modelDir, PATCHBAY_THREADS: String(threads), PATCHBAY_MAX_BATCH: String(concurrency) });
-const bare = await BareLoop.create(model, threads);
-env.localModelPath = dirname(modelDir) + '/';
-env.allowRemoteModels = false;
-const peer = await pipeline('text-generation', basename(modelDir), {
-  dtype: 'fp32',
-  device: 'cpu',
-  session_options: { intraOpNumThreads: threads, interOpNumThreads: 1 },
-} as never);
+const server = await startServer({
+  PATCHBAY_MODEL_DIR: modelDir,
+  PATCHBAY_THREADS: String(threads),
+  PATCHBAY_MAX_BATCH: String(concurrency),
+  ...(args['delta-targets'] ? { PATCHBAY_DELTA_TARGETS: args['delta-targets'] } : {}),
+  ...(args['plain-session'] ? { PATCHBAY_PLAIN_SESSION: args['plain-session'] } : {}),
+});
+const bare = await Contender.start('bare', modelDir, threads);
+const peer = await Contender.start('transformers.js', modelDir, threads);
 
 const prompt = prompts[0]!;
 const promptIds = tokenizer.encode(prompt);
-const request = (p: string, maxTokens: number) => ({ model: model.id, prompt: p, max_tokens: maxTokens, temperature: 0 });
+const request = (p: string, maxTokens: number) => ({ model: model.id, prompt: p, max_tokens: maxTokens, temperature: 0, ignore_eos: true });
 
-// Warm-up, and the token count every contender will produce (Patchbay stops early at EOS).
+// Warm-up, and a check that every contender produces the same greedy tokens (ignore_eos: all produce `wanted`).
 const warm = await timeCompletion(server.url, request(prompt, wanted));
 const tokens = warm.completionTokens;
-const bareIds = await bare.generate(promptIds, tokens);
-if (tokenizer.decode(bareIds) !== warm.text) throw new Error('bare loop and Patchbay disagree on the greedy text');
-await peer(prompt, { max_new_tokens: tokens, min_new_tokens: tokens, do_sample: false } as never);
+const bareText = (await bare.run({ prompt, tokens })).text;
+if (bareText !== warm.text) throw new Error('bare loop and Patchbay disagree on the greedy text');
+const peerText = (await peer.run({ prompt, tokens })).text;
+if (peerText !== warm.text) console.warn(`note: transformers.js greedy text differs: ${JSON.stringify(peerText.slice(0, 60))}`);
+
+/** ORT's idle intra-op threads spin for a while after a run; let them sleep before the next contender starts. */
+const settle = () => new Promise((r) => setTimeout(r, 250));
 
 const ms = { patchbay: [] as number[], bare: [] as number[], peer: [] as number[], concurrent: [] as number[] };
 let concurrentTokens = 0;
 for (let t = 0; t < trials; t++) {
+  await settle();
   ms.patchbay.push((await timeCompletion(server.url, request(prompt, tokens))).ms);
-  let started = performance.now();
-  await bare.generate(promptIds, tokens);
-  ms.bare.push(performance.now() - started);
-  started = performance.now();
-  await peer(prompt, { max_new_tokens: tokens, min_new_tokens: tokens, do_sample: false } as never);
-  ms.peer.push(performance.now() - started);
-  started = performance.now();
+  await settle();
+  ms.bare.push((await bare.run({ prompt, tokens })).ms);
+  await settle();
+  ms.peer.push((await peer.run({ prompt, tokens })).ms);
+  await settle();
+  const started = performance.now();
   const all = await Promise.all(prompts.slice(0, concurrency).map((p) => timeCompletion(server.url, request(p, tokens))));
   ms.concurrent.push(performance.now() - started);
   concurrentTokens = all.reduce((n, r) => n + r.completionTokens, 0);
 }
 await server.stop();
-await bare.release();
+bare.stop();
+peer.stop();
 
 const rate = (n: number, list: number[]) => (1000 * n) / median(list);
 const results = {

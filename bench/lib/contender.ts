@@ -1,0 +1,80 @@
+/**
+ * A generate loop in its own process, driven over IPC: each contender of bench/serve gets a process of its
+ * own, as the Patchbay server does, so no two ORT thread pools share one process (idle pools spin and would
+ * steal the cores of whichever contender runs next).
+ *
+ *   parent → { prompt: string, tokens: number }      child → { ms: number, text: string }
+ * Started with argv: <kind: bare | transformers.js> <modelDir> <threads>
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { basename, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+interface Job {
+  prompt: string;
+  tokens: number;
+}
+interface Done {
+  ms: number;
+  text: string;
+}
+
+export class Contender {
+  private constructor(private readonly child: ChildProcess) {}
+
+  static async start(kind: 'bare' | 'transformers.js', modelDir: string, threads: number): Promise<Contender> {
+    const child = fork(fileURLToPath(import.meta.url), [kind, modelDir, String(threads)], { execArgv: ['--import', 'tsx'] });
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', () => resolve());
+      child.once('exit', (code) => reject(new Error(`${kind} contender exited with ${code}`)));
+    });
+    return new Contender(child);
+  }
+
+  run(job: Job): Promise<Done> {
+    return new Promise((resolve) => {
+      this.child.once('message', (m) => resolve(m as Done));
+      this.child.send(job);
+    });
+  }
+
+  stop(): void {
+    this.child.kill();
+  }
+}
+
+async function serve(kind: string, modelDir: string, threads: number): Promise<void> {
+  let generate: (job: Job) => Promise<string>;
+  if (kind === 'bare') {
+    const { readModelInfo } = await import('../../src/runtime/model-config.ts');
+    const { HfTokenizer } = await import('../../src/runtime/tokenizer.ts');
+    const { BareLoop } = await import('./bare-loop.ts');
+    const tokenizer = await HfTokenizer.load(modelDir);
+    const loop = await BareLoop.create(await readModelInfo(modelDir), threads);
+    generate = async ({ prompt, tokens }) => tokenizer.decode(await loop.generate(tokenizer.encode(prompt), tokens));
+  } else {
+    const { pipeline, env } = await import('@huggingface/transformers');
+    env.localModelPath = dirname(modelDir) + '/';
+    env.allowRemoteModels = false;
+    const pipe = await pipeline('text-generation', basename(modelDir), {
+      dtype: 'fp32',
+      device: 'cpu',
+      session_options: { intraOpNumThreads: threads, interOpNumThreads: 1 },
+    } as never);
+    generate = async ({ prompt, tokens }) => {
+      const out = (await pipe(prompt, { max_new_tokens: tokens, min_new_tokens: tokens, do_sample: false, return_full_text: false } as never)) as Array<{ generated_text: string }>;
+      return out[0]!.generated_text;
+    };
+  }
+  process.on('message', async (job: Job) => {
+    const started = performance.now();
+    const text = await generate(job);
+    process.send!({ ms: performance.now() - started, text } satisfies Done);
+  });
+  process.send!('ready');
+}
+
+if (process.send && process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [kind, modelDir, threads] = process.argv.slice(2);
+  await serve(kind!, modelDir!, Number(threads));
+}
