@@ -75,6 +75,8 @@ const ConfigSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   threads: int(1, 1024).optional(),
   otlpEndpoint: z.url().optional(),
+  /** `service.name` on exported spans. */
+  serviceName: z.string().min(1).default('patchbay'),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -99,6 +101,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   logLevel: { env: 'PATCHBAY_LOG_LEVEL', flag: 'log-level' },
   threads: { env: 'PATCHBAY_THREADS', flag: 'threads' },
   otlpEndpoint: { env: 'OTEL_EXPORTER_OTLP_ENDPOINT', flag: 'otlp-endpoint' },
+  serviceName: { env: 'OTEL_SERVICE_NAME', flag: 'service-name' },
 };
 
 /** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */

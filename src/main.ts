@@ -13,6 +13,7 @@ import { createApp } from './server/app.ts';
 import { createLogger } from './server/logging.ts';
 import { ServerMetrics } from './server/metrics.ts';
 import { ServingState } from './server/state.ts';
+import { startTracing } from './telemetry/tracing.ts';
 
 /** After the drain, responses still flushing their last bytes get this long before sockets are cut. */
 const CLOSE_GRACE_MS = 5_000;
@@ -43,6 +44,8 @@ function closeServer(server: Server): Promise<void> {
 
 const config = readConfig();
 const logger = createLogger(config.logLevel);
+// Before anything that starts spans; with no endpoint this registers nothing (the no-op tracer serves).
+const tracing = startTracing({ endpoint: config.otlpEndpoint, serviceName: config.serviceName, logger });
 const metrics = new ServerMetrics({ processMetrics: true });
 const state = new ServingState();
 const app = createApp({ state, metrics, logger, maxBodyBytes: config.maxBodyBytes, adminToken: config.adminToken });
@@ -58,9 +61,7 @@ server.listen(config.port, config.host, () => {
   logger.info({ address: where, modelDir: config.modelDir, device: config.device }, 'listening; loading model');
 });
 
-if (config.otlpEndpoint) {
-  logger.warn({ endpoint: config.otlpEndpoint }, 'OTEL_EXPORTER_OTLP_ENDPOINT is set but trace export is not wired yet');
-}
+if (tracing.enabled) logger.info({ endpoint: config.otlpEndpoint, serviceName: config.serviceName }, 'exporting traces over OTLP/HTTP');
 
 const loading: Promise<Runtime> = loadRuntime({
   modelDir: config.modelDir,
@@ -112,6 +113,8 @@ function shutdown(signal: NodeJS.Signals): Promise<void> {
     await closeServer(server);
     state.serving?.adapters?.close();
     await runtime.close();
+    // Last, so the spans of the drain itself are exported too.
+    await tracing.shutdown();
     logger.info('stopped');
   })();
   stopping.then(

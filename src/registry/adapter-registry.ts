@@ -27,13 +27,32 @@ export interface RegistryStats extends CacheStats {
   registered: number;
 }
 
-/** One finished (or failed) load, for the `adapter.load` histogram and logs. */
+/** One finished (or failed) load from disk, for the `adapter.load` span, histogram and logs. */
 export interface LoadEvent {
   id: string;
   seconds: number;
   kind?: string;
+  rank?: number;
   bytes?: number;
   error?: unknown;
+}
+
+/** One combination compiled into factors (a cache miss), for the `adapter.merge` span. */
+export interface MergeEvent {
+  /** The canonical cache key (`combo:…`). */
+  key: string;
+  /** Canonical parts: repeated ids summed, sorted by id. */
+  parts: readonly { id: string; weight: number }[];
+  /** Largest per-layer rank of the result (the parts' ranks add up). */
+  rank: number;
+  bytes: number;
+  seconds: number;
+}
+
+/** A lookup served from host memory: nothing was loaded or merged. */
+export interface HitEvent {
+  key: string;
+  type: 'adapter' | 'combination';
 }
 
 export interface RegistryOptions {
@@ -47,6 +66,8 @@ export interface RegistryOptions {
   reserved?: readonly string[];
   onEvict?: (key: string, bytes: number, reason: 'evict' | 'delete') => void;
   onLoad?: (event: LoadEvent) => void;
+  onMerge?: (event: MergeEvent) => void;
+  onHit?: (event: HitEvent) => void;
 }
 
 export interface WeightedId {
@@ -147,6 +168,7 @@ export class AdapterRegistry {
   async binding(id: string, param = 'model'): Promise<DeltaBinding> {
     const entry = this.entries.get(id as AdapterId) ?? this.discover(id);
     if (!entry) throw notFound(`adapter '${id}' does not exist; see GET /v1/models`, param, 'adapter_not_found');
+    if (this.cache.has(entry.id)) this.opts.onHit?.({ key: entry.id, type: 'adapter' });
     const resident = await this.cache.get(entry.id, async () => {
       const loaded = await this.load(entry.id, entry.path, param);
       // Learnt on first load; a discovered adapter becomes listed once it loaded, unless dropped meanwhile.
@@ -174,11 +196,19 @@ export class AdapterRegistry {
     const bindings = await Promise.all(canonical.map(async (p) => ({ binding: await this.binding(p.id, p.param), weight: p.weight })));
     const key = `combo:${combinationKey(bindings)}`;
     const combine = async (): Promise<Resident> => {
+      const started = performance.now();
       const binding = combineBindings(bindings, key);
       let bytes = 0;
-      for (const f of binding.layers.values()) bytes += f.a.byteLength + f.b.byteLength;
+      let rank = 0;
+      for (const f of binding.layers.values()) {
+        bytes += f.a.byteLength + f.b.byteLength;
+        rank = Math.max(rank, f.rank);
+      }
+      const parts = canonical.map((p) => ({ id: p.id, weight: p.weight }));
+      this.opts.onMerge?.({ key, parts, rank, bytes, seconds: (performance.now() - started) / 1000 });
       return { binding, bytes };
     };
+    if (this.cache.has(key)) this.opts.onHit?.({ key, type: 'combination' });
     return (await this.cache.get(key, combine, canonical.map((p) => p.id))).binding;
   }
 
@@ -210,7 +240,7 @@ export class AdapterRegistry {
     const seconds = () => (performance.now() - started) / 1000;
     try {
       const loaded = await loadAdapter(dir, target, id);
-      this.opts.onLoad?.({ id, seconds: seconds(), kind: loaded.kind, bytes: loaded.bytes });
+      this.opts.onLoad?.({ id, seconds: seconds(), kind: loaded.kind, rank: loaded.rank, bytes: loaded.bytes });
       return loaded;
     } catch (err) {
       this.opts.onLoad?.({ id, seconds: seconds(), error: err });

@@ -25,6 +25,8 @@ export class Sequence implements GenerationHandle {
   readonly result: Promise<GenerationResult>;
   readonly enqueuedAt = performance.now();
   startedAt: number | undefined;
+  /** When the first token was sampled, i.e. the end of this sequence's (batched) prefill. */
+  firstTokenAt: number | undefined;
   baseVersion = 0;
   finishReason: FinishReason | undefined;
 
@@ -74,6 +76,7 @@ export class Sequence implements GenerationHandle {
   /** Samples from this row's logits and records the token; returns true when the sequence is done. */
   step(logits: Float32Array): boolean {
     const token = this.sampler.next(logits);
+    this.firstTokenAt ??= performance.now();
     if (this.eos.has(token)) {
       this.finish('stop', token);
       return true;
@@ -106,6 +109,7 @@ export class Sequence implements GenerationHandle {
       finishReason: reason,
       baseVersion: this.baseVersion,
       queueMs: (this.startedAt ?? performance.now()) - this.enqueuedAt,
+      ...(this.startedAt !== undefined && this.firstTokenAt !== undefined ? { prefillMs: this.firstTokenAt - this.startedAt } : {}),
     });
     this.wakeConsumer();
   }

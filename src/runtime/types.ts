@@ -59,6 +59,9 @@ export interface GenerationResult {
   baseVersion: number;
   /** Milliseconds spent queued before the first step. */
   queueMs: number;
+  /** Milliseconds from joining the batch to the first sampled token (its prefill run); absent when the
+   *  sequence never left the queue. Decode time is the rest. */
+  prefillMs?: number;
 }
 
 export interface GenerationHandle extends AsyncIterable<StreamEvent> {

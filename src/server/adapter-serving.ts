@@ -1,13 +1,14 @@
 /**
  * Builds what the server serves once the runtime is loaded: the attach target from the graph rewrite, the
- * adapter registry (scanned, wired to metrics and logs) and the adapter resolver. `main.ts` and the tests
- * call this one function, so the tests exercise the production wiring.
+ * adapter registry (scanned, its hooks wired to metrics, logs and spans) and the adapter resolver.
+ * `main.ts` and the tests call this one function, so the tests exercise the production wiring.
  */
 import type { Logger } from 'pino';
 import { attachTarget } from '../adapters/index.ts';
 import { AdapterRegistry } from '../registry/adapter-registry.ts';
 import type { DeltaRewrite } from '../runtime/graph/delta-branches.ts';
 import { DEFAULT_DELTA_SELECTION, type DeltaSelection } from '../runtime/graph/selection.ts';
+import { traceEvict, traceHit, traceLoad, traceMerge } from '../telemetry/adapter-spans.ts';
 import { createAdapterResolver } from './adapter-resolver.ts';
 import type { ServingRuntime } from './contract.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -45,11 +46,15 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
     target,
     reserved: [model.id],
     onLoad(event) {
+      traceLoad(event);
       opts.metrics.adapters.recordLoad(event);
       if (event.error) log.warn({ adapter: event.id, err: event.error }, 'adapter load failed');
       else log.info({ adapter: event.id, kind: event.kind, bytes: event.bytes, ms: Math.round(event.seconds * 1000) }, 'adapter loaded');
     },
+    onMerge: traceMerge,
+    onHit: traceHit,
     onEvict(key, bytes, reason) {
+      traceEvict(key, bytes, reason);
       log.debug({ key, bytes, reason }, 'adapter factors left host memory');
     },
   });

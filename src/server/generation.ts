@@ -1,11 +1,14 @@
 /**
  * One generation as the HTTP layer sees it, shared by the completions and chat routes: admission (503
  * unless ready), model resolution, context-length checks that name the right field, the link from the
- * client's connection to the sequence's abort signal, and the metrics / access-log outcome when it ends.
+ * client's connection to the sequence's abort signal, the request's trace span (telemetry/generation-span.ts)
+ * and the metrics / access-log outcome when it ends.
  */
 import type { Context } from 'hono';
 import { PatchbayError } from '../errors.ts';
 import type { GenerationHandle, GenerationResult, SamplingParams, StreamEvent } from '../runtime/types.ts';
+import type { GenAiOperation } from '../telemetry/attributes.ts';
+import { GenerationSpan } from '../telemetry/generation-span.ts';
 import type { ServedTokenizer } from './contract.ts';
 import type { AppEnv } from './env.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -21,6 +24,8 @@ export interface GenerationDeps {
 export interface GenerationPlan {
   /** Route template, the metrics label. */
   route: string;
+  /** The GenAI operation, for the request's span. */
+  operation: GenAiOperation;
   stream: boolean;
   attach: AttachFields;
   /** Build the prompt once the runtime (and its tokenizer) is known to be loaded. */
@@ -70,11 +75,19 @@ export class Generation {
 
   static async start(c: Context<AppEnv>, deps: GenerationDeps, plan: GenerationPlan): Promise<Generation> {
     const { runtime, resolver } = deps.state.admit();
+    const span = GenerationSpan.start({
+      operation: plan.operation,
+      model: plan.attach.model,
+      stream: plan.stream,
+      requestId: c.get('requestId'),
+      headers: c.req.raw.headers,
+      startTime: c.get('startedAt'),
+    });
     // Linked before resolving, so a client leaving while an adapter loads aborts that too.
     const link = linkToClient(c);
     let resolution: Resolution | undefined;
     try {
-      resolution = await resolver.resolve(plan.attach, link.abort.signal);
+      resolution = await span.within(() => resolver.resolve(plan.attach, link.abort.signal));
       const { contextLength, vocabSize } = runtime.model;
       const promptIds = plan.promptIds(runtime.tokenizer);
       const p = promptIds.length;
@@ -85,15 +98,29 @@ export class Generation {
       if (p >= contextLength) throw overflow(plan.promptParam, contextLength, p, plan.maxTokens ?? 1);
       const maxTokens = plan.maxTokens ?? plan.defaultMaxTokens(contextLength - p);
       if (p + maxTokens > contextLength) throw overflow(plan.maxTokensParam, contextLength, p, maxTokens);
+      const { temperature, topP, topK, seed } = plan.sampling;
+      span.submitted({
+        model: resolution.modelId,
+        servedBy: resolution.kind,
+        adapterKey: resolution.delta?.key,
+        maxTokens,
+        temperature,
+        topP,
+        topK,
+        seed,
+      });
       const handle = runtime.scheduler.submit({
         promptIds,
         sampling: { ...plan.sampling, maxTokens },
         signal: link.abort.signal,
         ...(resolution.delta ? { delta: resolution.delta } : {}),
       });
+      // Ended by the sequence itself, whether or not the route ever awaits the result.
+      void handle.result.then((result) => span.end(result), (err: unknown) => span.fail(err));
       deps.metrics.adapters.recordRequest(resolution.kind, resolution.modelId);
       return new Generation(c, deps, plan, handle, resolution, link);
     } catch (err) {
+      span.fail(err);
       link.unlink();
       resolution?.release();
       throw err;

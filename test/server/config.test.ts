@@ -19,6 +19,7 @@ test('defaults: API.md values, paths inside the repository', () => {
   assert.equal(c.maxBodyBytes, 1024 * 1024);
   assert.equal(c.adminToken, undefined);
   assert.equal(c.otlpEndpoint, undefined);
+  assert.equal(c.serviceName, 'patchbay');
 });
 
 test('environment variables; user paths resolve against the working directory', () => {
@@ -31,6 +32,7 @@ test('environment variables; user paths resolve against the working directory', 
     PATCHBAY_ADMIN_TOKEN: 's3cret',
     PATCHBAY_THREADS: '',
     OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+    OTEL_SERVICE_NAME: 'patchbay-eu',
   });
   assert.equal(c.port, 9000);
   assert.equal(c.modelDir, path.resolve('some/model'));
@@ -40,6 +42,7 @@ test('environment variables; user paths resolve against the working directory', 
   assert.equal(c.adminToken, 's3cret');
   assert.equal(c.threads, undefined, 'an empty variable counts as unset');
   assert.equal(c.otlpEndpoint, 'http://collector:4318');
+  assert.equal(c.serviceName, 'patchbay-eu');
 });
 
 test('CLI flags win over the environment', () => {

@@ -27,6 +27,7 @@ export function chatRoute(app: Hono<AppEnv>, deps: GenerationDeps): void {
     const stream = body.stream === true;
     const gen = await Generation.start(c, deps, {
       route: ROUTE,
+      operation: 'chat',
       stream,
       attach: body,
       promptIds: (tokenizer) => tokenizer.encode(tokenizer.applyChatTemplate(messages)),

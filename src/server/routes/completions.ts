@@ -27,6 +27,7 @@ export function completionsRoute(app: Hono<AppEnv>, deps: GenerationDeps): void 
     const stream = body.stream === true;
     const gen = await Generation.start(c, deps, {
       route: ROUTE,
+      operation: 'text_completion',
       stream,
       attach: body,
       promptIds: (tokenizer) => (typeof prompt === 'string' ? tokenizer.encode(prompt) : prompt),

@@ -1,0 +1,61 @@
+/**
+ * Span and attribute names. `gen_ai.*` follow the OpenTelemetry GenAI semantic conventions; they are still
+ * "incubating", and the semantic-conventions package advises copying incubating names rather than importing
+ * them (they may change in a minor release), so they are written out here. `patchbay.*` are our own.
+ */
+export { ATTR_ERROR_TYPE } from '@opentelemetry/semantic-conventions';
+
+export const SPAN = {
+  adapterLoad: 'adapter.load',
+  adapterMerge: 'adapter.merge',
+  adapterEvict: 'adapter.evict',
+  queue: 'generation.queue',
+  prefill: 'generation.prefill',
+  decode: 'generation.decode',
+} as const;
+
+/** Span events. */
+export const EVENT = {
+  /** An adapter or combination served from host memory (no load or merge span follows). */
+  cacheHit: 'adapter.cache_hit',
+} as const;
+
+export const GEN_AI = {
+  operation: 'gen_ai.operation.name',
+  requestModel: 'gen_ai.request.model',
+  responseModel: 'gen_ai.response.model',
+  maxTokens: 'gen_ai.request.max_tokens',
+  temperature: 'gen_ai.request.temperature',
+  topP: 'gen_ai.request.top_p',
+  topK: 'gen_ai.request.top_k',
+  seed: 'gen_ai.request.seed',
+  stream: 'gen_ai.request.stream',
+  inputTokens: 'gen_ai.usage.input_tokens',
+  outputTokens: 'gen_ai.usage.output_tokens',
+  finishReasons: 'gen_ai.response.finish_reasons',
+} as const;
+
+export type GenAiOperation = 'chat' | 'text_completion';
+
+export const PATCHBAY = {
+  requestId: 'patchbay.request.id',
+  /** What served the request: `base`, the adapter's kind (`lora`, `s2ft`) or `combination`. */
+  servedBy: 'patchbay.served_by',
+  /** Adapter id (load) or cache key (adapter id or `combo:…`, for merges, evictions and the request). */
+  adapterId: 'patchbay.adapter.id',
+  adapterKey: 'patchbay.adapter.key',
+  adapterKind: 'patchbay.adapter.kind',
+  adapterRank: 'patchbay.adapter.rank',
+  adapterBytes: 'patchbay.adapter.bytes',
+  /** Combination parts, index-aligned. */
+  adapterIds: 'patchbay.adapter.ids',
+  adapterWeights: 'patchbay.adapter.weights',
+  cacheHit: 'patchbay.cache.hit',
+  /** Lookup type on cache-hit events: `adapter` or `combination`. */
+  cacheType: 'patchbay.cache.type',
+  /** `evict` (over PATCHBAY_CACHE_BYTES) or `delete` (unregistered, or the registry closed). */
+  evictReason: 'patchbay.evict.reason',
+  baseVersion: 'patchbay.base.version',
+  /** Tokens a phase processed: the prompt for prefill, generated tokens for decode. */
+  tokens: 'patchbay.tokens',
+} as const;
