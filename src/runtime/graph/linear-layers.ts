@@ -63,37 +63,27 @@ export function findLinearLayers(model: ModelProto): LinearLayer[] {
     const y = n.output?.[0];
     if (!y) continue;
 
+    // What differs between the two ops: where d_in/d_out sit, where the bias is, and whether x is transposed.
+    let shape: Pick<LinearLayer, 'op' | 'dIn' | 'dOut' | 'outputTensor' | 'inputTransposed'> & { biasName?: string };
     if (n.opType === 'MatMul') {
       const [dIn, dOut] = dims as [number, number];
       const bias = followingBiasAdd(y, dOut, consumers, inits, graphOutputs);
-      layers.push({
-        name: uniqueName(modulePath(n.name ?? '', wName)),
-        op: 'MatMul',
-        nodeName: n.name ?? '',
-        dIn,
-        dOut,
-        weightName: wName,
-        ...(bias ? { biasName: bias.biasName } : {}),
-        inputTensor: xName,
-        outputTensor: bias ? bias.output : y,
-        inputTransposed: false,
-      });
+      shape = { op: 'MatMul', dIn, dOut, outputTensor: bias ? bias.output : y, inputTransposed: false, ...(bias ? { biasName: bias.biasName } : {}) };
     } else if (n.opType === 'Gemm') {
       const transB = intAttr(n, 'transB', 0) === 1;
       const [dIn, dOut] = (transB ? [dims[1], dims[0]] : dims) as [number, number];
-      layers.push({
-        name: uniqueName(modulePath(n.name ?? '', wName)),
-        op: 'Gemm',
-        nodeName: n.name ?? '',
-        dIn,
-        dOut,
-        weightName: wName,
-        ...(cName && inits.has(cName) ? { biasName: cName } : {}),
-        inputTensor: xName,
-        outputTensor: y,
-        inputTransposed: intAttr(n, 'transA', 0) === 1,
-      });
+      const biasName = cName && inits.has(cName) ? cName : undefined;
+      shape = { op: 'Gemm', dIn, dOut, outputTensor: y, inputTransposed: intAttr(n, 'transA', 0) === 1, ...(biasName ? { biasName } : {}) };
+    } else {
+      continue;
     }
+    layers.push({
+      name: uniqueName(modulePath(n.name ?? '', wName)),
+      nodeName: n.name ?? '',
+      weightName: wName,
+      inputTensor: xName,
+      ...shape,
+    });
   }
   return layers;
 }
