@@ -20,7 +20,7 @@ export interface EngineOptions {
   deltaLayers?: readonly DeltaLayer[];
   /**
    * Optional second session on the graph without branches, for steps in which no row carries factors:
-   * empty branches still cost ~4 µs per node (bench/graph-overhead.ts), which is 5–14 % of a tiny model's
+   * empty branches still cost ~4 µs per node (bench/graph-overhead.ts), which is up to 14 % of a tiny model's
    * step. It holds a second copy of the weights, hence optional (PATCHBAY_PLAIN_SESSION).
    */
   plainSession?: InferenceSession;
