@@ -40,6 +40,8 @@ export interface SchedulerOptions {
 export class ContinuousBatchScheduler implements Scheduler {
   private waiting: Sequence[] = [];
   private running: Sequence[] = [];
+  /** Sequences taken from `waiting` whose prefill is in flight: they hold batch slots already. */
+  private prefilling = 0;
   private kv: BatchKv | undefined;
   /** Factor tensors of the running batch; undefined while no running row carries an adapter. */
   private deltaFeeds: Record<string, Tensor> | undefined;
@@ -65,7 +67,9 @@ export class ContinuousBatchScheduler implements Scheduler {
       throw new PatchbayError({ status: 503, code: 'shutting_down', message: 'the server is shutting down' });
     }
     this.validate(request);
-    if (this.waiting.length >= this.opts.maxQueue) {
+    // A request that a free batch slot will take at the next step is not queued; only the rest count.
+    const freeSlots = Math.max(0, this.opts.maxBatch - this.running.length - this.prefilling);
+    if (this.waiting.length >= this.opts.maxQueue + freeSlots) {
       throw new PatchbayError({
         status: 429,
         code: 'queue_full',
@@ -140,6 +144,7 @@ export class ContinuousBatchScheduler implements Scheduler {
     const room = this.opts.maxBatch - this.running.length;
     if (room <= 0 || this.waiting.length === 0) return;
     const admitted = this.waiting.splice(0, room);
+    this.prefilling = admitted.length;
     const started = performance.now();
     for (const seq of admitted) {
       seq.startedAt = started;
@@ -158,6 +163,8 @@ export class ContinuousBatchScheduler implements Scheduler {
     } catch (error) {
       // The running batch is untouched until rebatch succeeds; only the newcomers fail.
       for (const seq of admitted) seq.fail(error);
+    } finally {
+      this.prefilling = 0;
     }
   }
 

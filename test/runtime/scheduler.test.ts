@@ -88,6 +88,19 @@ test('a full queue answers 429 and an over-long request 400, changing nothing', 
   await Promise.all([...running, ...queued].map((h) => h.result));
 });
 
+test('max_queue counts only requests no free slot will take: 0 means "no waiting", not "refuse all"', async () => {
+  const local = await loadRuntime({ modelDir: 'models/tiny-llama', device: 'cpu', maxBatch: 1, maxQueue: 0, threads: 1 });
+  const first = local.scheduler.submit({ promptIds: prompt('One'), sampling: greedy(20) });
+  assert.throws(
+    () => local.scheduler.submit({ promptIds: prompt('Two'), sampling: greedy(2) }),
+    (e: unknown) => e instanceof PatchbayError && e.status === 429,
+  );
+  assert.equal((await first.result).completionTokens, 20);
+  const again = await local.scheduler.submit({ promptIds: prompt('Three'), sampling: greedy(2) }).result;
+  assert.equal(again.completionTokens, 2, 'a free slot takes the next request');
+  await local.close();
+});
+
 test('drain finishes in-flight work and then refuses new requests with 503', async () => {
   const local = await loadRuntime({ modelDir: 'models/tiny-llama', device: 'cpu', maxBatch: 2, maxQueue: 4, threads: 1 });
   const inflight = local.scheduler.submit({ promptIds: prompt('Farewell'), sampling: greedy(20) });
