@@ -72,6 +72,7 @@ const loading: Promise<Runtime> = loadRuntime({
   ...(config.threads ? { threads: config.threads } : {}),
   ...(config.deltaTargets ? { deltaSelection: config.deltaTargets } : {}),
   plainSession: config.plainSession,
+  onStep: (step) => metrics.recordStep(step),
 });
 
 loading

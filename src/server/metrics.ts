@@ -6,6 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { AdapterMetrics } from './adapter-metrics.ts';
 import type { ServedScheduler } from './contract.ts';
+import type { StepEvent } from '../runtime/index.ts';
 
 export interface MetricsOptions {
   /** Process metrics (CPU, memory, event loop lag); off in tests that create many registries. */
@@ -60,6 +61,22 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
+  readonly stepSeconds = new Histogram({
+    name: 'patchbay_step_duration_seconds',
+    help: 'One batched model run: prefill of newly admitted sequences or one decode step of the batch, by the graph it ran on (plain = no adapter row).',
+    labelNames: ['kind', 'graph'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  readonly stepRows = new Histogram({
+    name: 'patchbay_step_batch_rows',
+    help: 'Sequences in one batched model run (how well continuous batching fills the batch).',
+    labelNames: ['kind'] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+
   readonly queueDepth: Gauge;
   readonly activeSequences: Gauge;
   readonly adapters = new AdapterMetrics(this.registry);
@@ -89,6 +106,12 @@ export class ServerMetrics {
   /** The scheduler appears only once the runtime has loaded; until then both gauges read 0. */
   watchScheduler(get: () => ServedScheduler | undefined): void {
     this.#scheduler = get;
+  }
+
+  /** Hooked to the runtime's `onStep`. */
+  recordStep(step: StepEvent): void {
+    this.stepSeconds.observe({ kind: step.kind, graph: step.graph }, step.ms / 1000);
+    this.stepRows.observe({ kind: step.kind }, step.rows);
   }
 
   recordRequest(route: string, method: string, status: number, seconds: number): void {

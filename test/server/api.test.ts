@@ -183,7 +183,7 @@ test('/healthz and /readyz when ready', async () => {
   assert.deepEqual(await ready.json(), { status: 'ready', model: MODEL_ID });
 });
 
-test('/metrics has request, token, latency, TTFT, queue and active-sequence metrics', async () => {
+test('/metrics has request, token, latency, TTFT, queue, active-sequence and step metrics', async () => {
   await post(s.app, '/v1/completions', { ...greedy, prompt: PROMPT, max_tokens: 4 });
   const res = await s.app.request('/metrics');
   assert.equal(res.status, 200);
@@ -197,6 +197,10 @@ test('/metrics has request, token, latency, TTFT, queue and active-sequence metr
   assert.ok((metricValue(text, 'patchbay_completion_tokens_total', { model: MODEL_ID }) ?? 0) > 0);
   assert.equal(metricValue(text, 'patchbay_queue_depth'), 0);
   assert.equal(metricValue(text, 'patchbay_active_sequences'), 0);
+  // A base-only request runs on the plain graph: one prefill, then decode steps (max_tokens 4 → 3 decodes).
+  assert.ok((metricValue(text, 'patchbay_step_duration_seconds_count', { kind: 'prefill', graph: 'plain' }) ?? 0) >= 1);
+  assert.ok((metricValue(text, 'patchbay_step_duration_seconds_count', { kind: 'decode', graph: 'plain' }) ?? 0) >= 3);
+  assert.ok((metricValue(text, 'patchbay_step_batch_rows_count', { kind: 'decode' }) ?? 0) >= 3);
 });
 
 test('lifecycle states: loading and draining answer 503 with OpenAI bodies', async () => {

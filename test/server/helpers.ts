@@ -31,7 +31,8 @@ export function buildApp(opts: { maxBodyBytes?: number } = {}) {
 
 export async function startTestServer(opts: { maxBodyBytes?: number } = {}): Promise<TestServer> {
   const { app, state, metrics } = buildApp(opts);
-  const runtime = await loadRuntime({ modelDir: MODEL_DIR, device: 'cpu', maxBatch: 8, maxQueue: 64, threads: 1 });
+  // Wired as main.ts wires it, so the step metrics are exercised too.
+  const runtime = await loadRuntime({ modelDir: MODEL_DIR, device: 'cpu', maxBatch: 8, maxQueue: 64, threads: 1, onStep: (step) => metrics.recordStep(step) });
   const { model } = runtime;
   state.markReady({ runtime, resolver: createBaseResolver({ id: model.id, contextLength: model.contextLength, created: 1 }) });
   metrics.watchScheduler(() => runtime.scheduler);
