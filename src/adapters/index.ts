@@ -26,5 +26,6 @@ export async function loadAdapter(dir: string, target: AttachTarget, id = basena
 }
 
 export type { AdapterKind, LoadedAdapter } from './kind.ts';
+export { factorFootprint } from './kind.ts';
 export { attachTarget, type AttachLayer, type AttachTarget } from './attach-target.ts';
 export { combineBindings, combinationKey, type WeightedBinding } from './combine.ts';

@@ -28,12 +28,17 @@ export interface AdapterKind {
   load(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter>;
 }
 
-export function loadedAdapter(id: string, kind: string, layers: Map<string, LayerFactors>): LoadedAdapter {
+/** Bytes held by a binding's factors (what the registry's LRU counts) and its largest per-layer rank. */
+export function factorFootprint(layers: ReadonlyMap<string, LayerFactors>): { bytes: number; rank: number } {
   let bytes = 0;
   let rank = 0;
   for (const f of layers.values()) {
     bytes += f.a.byteLength + f.b.byteLength;
     rank = Math.max(rank, f.rank);
   }
-  return { id, kind, binding: { key: id, layers }, bytes, rank, modules: [...layers.keys()] };
+  return { bytes, rank };
+}
+
+export function loadedAdapter(id: string, kind: string, layers: Map<string, LayerFactors>): LoadedAdapter {
+  return { id, kind, binding: { key: id, layers }, ...factorFootprint(layers), modules: [...layers.keys()] };
 }

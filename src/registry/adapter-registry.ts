@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { combineBindings, combinationKey, loadAdapter, type AttachTarget, type LoadedAdapter } from '../adapters/index.ts';
+import { combineBindings, combinationKey, factorFootprint, loadAdapter, type AttachTarget, type LoadedAdapter } from '../adapters/index.ts';
 import { badRequest, notFound, PatchbayError } from '../errors.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
 import { isAdapterId, type AdapterId } from './adapter-id.ts';
@@ -198,12 +198,7 @@ export class AdapterRegistry {
     const combine = async (): Promise<Resident> => {
       const started = performance.now();
       const binding = combineBindings(bindings, key);
-      let bytes = 0;
-      let rank = 0;
-      for (const f of binding.layers.values()) {
-        bytes += f.a.byteLength + f.b.byteLength;
-        rank = Math.max(rank, f.rank);
-      }
+      const { bytes, rank } = factorFootprint(binding.layers);
       const parts = canonical.map((p) => ({ id: p.id, weight: p.weight }));
       this.opts.onMerge?.({ key, parts, rank, bytes, seconds: (performance.now() - started) / 1000 });
       return { binding, bytes };
