@@ -20,12 +20,12 @@ import type { DeltaBinding } from '../src/runtime/types.ts';
 import { mkdtemp, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { deltaTensors } from '../src/runtime/delta-feeds.ts';
+import { median } from './lib/stats.ts';
 
 const { values: args } = parseArgs({ options: { threads: { type: 'string', default: '1' }, rounds: { type: 'string', default: '7' }, runs: { type: 'string', default: '20' } } });
 const bytes = new Uint8Array(await readFile('models/tiny-gpt2/onnx/model.onnx'));
 const rw = addDeltaBranches(bytes, 'all-linear');
 const target = attachTarget(rw, 'all-linear');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const s2ft = await loadAdapter('adapters/s2ft-histories', target);
 const s2ftFile = await SafetensorsFile.open('adapters/s2ft-histories/adapter_model.safetensors');

@@ -12,6 +12,7 @@
 import { parseArgs } from 'node:util';
 import { compileLora } from '../src/adapters/lora.ts';
 import { loadRuntime } from '../src/runtime/index.ts';
+import { seededRandom } from '../src/runtime/sampler.ts';
 import type { DeltaBinding, LayerFactors } from '../src/runtime/types.ts';
 import type { DeltaLayer } from '../src/runtime/delta-feeds.ts';
 import { median, row } from './lib/stats.ts';
@@ -38,11 +39,8 @@ const rtAttention = await load('attention');
 const layers = rt.deltaLayers;
 const qv = layers.filter((l) => /attn\.c_attn$|self_attn\.(q|v)_proj$/.test(l.name));
 
-let seed = 1;
-const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => {
-  seed = (seed * 16807) % 2147483647;
-  return ((seed / 2147483647) * 2 - 1) * scale;
-});
+const uniform = seededRandom(1);
+const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => (uniform() * 2 - 1) * scale);
 const lora = (l: DeltaLayer, r: number): LayerFactors =>
   compileLora(random(r * l.dIn, 0.05), random(l.dOut * r, 0.05), r, l.dIn, l.dOut, 2);
 const binding = (key: string, targets: readonly DeltaLayer[], r = rank): DeltaBinding => ({

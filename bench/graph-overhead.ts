@@ -16,6 +16,7 @@ import { decodeModel, valueInfoDims } from '../src/runtime/graph/onnx.ts';
 import { fuseSharedInputs } from './lib/fused-branches.ts';
 import type { DeltaBinding, LayerFactors } from '../src/runtime/types.ts';
 import { deltaTensors } from '../src/runtime/delta-feeds.ts';
+import { median } from './lib/stats.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -85,7 +86,6 @@ function variantFeeds(v: Variant, batch: number, seq: number, past: number): Rec
   return feeds;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const scenarios = [
   { name: 'decode b=1', batch: 1, seq: 1, past: PAST },
   { name: 'decode b=8', batch: 8, seq: 1, past: PAST },

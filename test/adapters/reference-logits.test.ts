@@ -17,6 +17,8 @@ import { addDeltaBranches, type DeltaLayer } from '../../src/runtime/graph/index
 import { decodeModel, valueInfoDims } from '../../src/runtime/graph/onnx.ts';
 import type { DeltaBinding } from '../../src/runtime/types.ts';
 import { tempDir } from './helpers.ts';
+import { maxAbsDiff } from '../helpers/logits.ts';
+import { argmax } from '../../src/runtime/sampler.ts';
 import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
 
 interface Fixture {
@@ -86,14 +88,7 @@ async function forward(b: Base, ids: number[][], rows: (DeltaBinding | undefined
   return { data: logits.data as Float32Array, seq, vocab: logits.dims[2]! };
 }
 
-function maxDiff(actual: Float32Array, expected: readonly number[]): number {
-  assert.equal(actual.length, expected.length);
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-  return worst;
-}
 
-const argmax = (v: Float32Array) => v.reduce((best, x, i) => (x > v[best]! ? i : best), 0);
 
 async function greedy(b: Base, prompt: number[], delta: DeltaBinding | undefined, n: number): Promise<number[]> {
   const seq = [...prompt];
@@ -119,12 +114,12 @@ for (const file of fixtures) {
     let worst = 0;
     for (const [i, p] of fx.prompts.entries()) {
       const { data, vocab } = await forward(b, [p.input_ids], [delta]);
-      const diff = maxDiff(data.subarray(data.length - vocab), p.last_logits);
+      const diff = maxAbsDiff(data.subarray(data.length - vocab), p.last_logits);
       assert.ok(diff <= fx.tolerance, `prompt ${i}: last logits differ by ${diff}`);
       worst = Math.max(worst, diff);
       if (i === fx.all_position_logits.prompt_index) {
         fx.all_position_logits.logits.forEach((row, pos) => {
-          const d = maxDiff(data.subarray(pos * vocab, (pos + 1) * vocab), row);
+          const d = maxAbsDiff(data.subarray(pos * vocab, (pos + 1) * vocab), row);
           assert.ok(d <= fx.tolerance, `prompt ${i} position ${pos} differs by ${d}`);
           worst = Math.max(worst, d);
         });
@@ -145,9 +140,9 @@ test('mixed batch: base, comedy, tragedy, their mix and S²FT rows in one run eq
     const { data, seq, vocab } = await forward(b, deltas.map(() => ids), deltas);
     const alone = await forward(b, [ids], [undefined]);
     const row = (r: number) => data.subarray((r * seq + seq - 1) * vocab, (r * seq + seq) * vocab);
-    assert.ok(maxDiff(row(0), [...alone.data.subarray(alone.data.length - vocab)]) <= 1e-5, 'base row');
+    assert.ok(maxAbsDiff(row(0), [...alone.data.subarray(alone.data.length - vocab)]) <= 1e-5, 'base row');
     fxs.forEach((fx, i) => {
-      const d = maxDiff(row(i + 1), fx.prompts[pi]!.last_logits);
+      const d = maxAbsDiff(row(i + 1), fx.prompts[pi]!.last_logits);
       assert.ok(d <= fx.tolerance, `${names[i]} row of prompt ${pi} differs by ${d}`);
     });
   }

@@ -8,6 +8,7 @@ import { Engine } from '../../src/runtime/engine.ts';
 import { BatchKv } from '../../src/runtime/batch-kv.ts';
 import { HfTokenizer } from '../../src/runtime/tokenizer.ts';
 import { loadRuntime, type GenerationResult } from '../../src/runtime/index.ts';
+import { maxAbsDiff } from '../helpers/logits.ts';
 
 /** Written by tools/make_fixtures.py from the Hugging Face transformers model (PyTorch, float32). */
 interface Reference {
@@ -24,12 +25,6 @@ interface Reference {
   chat_template_example: { messages: Array<{ role: string; content: string }>; rendered: string; input_ids: number[] };
 }
 
-function maxAbsDiff(actual: Float32Array, expected: readonly number[]): number {
-  assert.equal(actual.length, expected.length);
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-  return worst;
-}
 
 for (const name of ['tiny-gpt2', 'tiny-llama']) {
   const modelDir = `models/${name}`;
