@@ -69,6 +69,8 @@ const ConfigSchema = z.object({
   deltaTargets: deltaTargets.optional(),
   /** A second, branch-free session for steps without adapters (see RuntimeOptions.plainSession). */
   plainSession: z.enum(['auto', 'on', 'off']).default('auto'),
+  /** MatMulNBits compute precision of a quantized model (0 = float32, 4 = int8 activations); unset = as stored. */
+  nbitsAccuracy: z.enum(['0', '1', '2', '3', '4']).transform((v) => Number(v) as 0 | 1 | 2 | 3 | 4).optional(),
   maxBatch: int(1, 1024).default(8),
   maxQueue: int(0, 1_000_000).default(64),
   maxBodyBytes: byteSize.default(MiB),
@@ -95,6 +97,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   cacheBytes: { env: 'PATCHBAY_CACHE_BYTES', flag: 'cache-bytes' },
   deltaTargets: { env: 'PATCHBAY_DELTA_TARGETS', flag: 'delta-targets' },
   plainSession: { env: 'PATCHBAY_PLAIN_SESSION', flag: 'plain-session' },
+  nbitsAccuracy: { env: 'PATCHBAY_NBITS_ACCURACY', flag: 'nbits-accuracy' },
   maxBatch: { env: 'PATCHBAY_MAX_BATCH', flag: 'max-batch' },
   maxQueue: { env: 'PATCHBAY_MAX_QUEUE', flag: 'max-queue' },
   maxBodyBytes: { env: 'PATCHBAY_MAX_BODY_BYTES', flag: 'max-body-bytes' },

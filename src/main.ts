@@ -72,6 +72,7 @@ const loading: Promise<Runtime> = loadRuntime({
   ...(config.threads ? { threads: config.threads } : {}),
   ...(config.deltaTargets ? { deltaSelection: config.deltaTargets } : {}),
   plainSession: config.plainSession,
+  ...(config.nbitsAccuracy !== undefined ? { nbitsAccuracy: config.nbitsAccuracy } : {}),
   onStep: (step) => metrics.recordStep(step),
 });
 

@@ -4,7 +4,7 @@ import { readModelInfo, type ModelInfo } from './model-config.ts';
 import { ContinuousBatchScheduler, type Scheduler, type StepEvent } from './scheduler.ts';
 import { createSession, type Device } from './session.ts';
 import { HfTokenizer, type TextTokenizer } from './tokenizer.ts';
-import { addDeltaBranches, type DeltaRewrite, type DeltaSelection } from './graph/index.ts';
+import { addDeltaBranches, withNBitsAccuracy, type DeltaRewrite, type DeltaSelection, type NBitsAccuracy } from './graph/index.ts';
 import type { DeltaLayer } from './delta-feeds.ts';
 
 export type { ModelInfo } from './model-config.ts';
@@ -32,6 +32,12 @@ export interface RuntimeOptions {
    * `auto` (default): on when the ONNX file is at most PLAIN_SESSION_AUTO_MAX_BYTES.
    */
   plainSession?: 'auto' | 'on' | 'off';
+  /**
+   * Rewrite `accuracy_level` of every MatMulNBits node (quantized imports) before the session is built:
+   * 0 = float32 compute (matches the dequantized model), 4 = int8 activations (faster, approximate).
+   * Undefined keeps what the model file says.
+   */
+  nbitsAccuracy?: NBitsAccuracy;
   onStep?: (event: StepEvent) => void;
 }
 
@@ -53,7 +59,8 @@ export const PLAIN_SESSION_AUTO_MAX_BYTES = 1024 ** 3;
 export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const model = await readModelInfo(opts.modelDir, opts.modelId);
   const tokenizer = await HfTokenizer.load(model.dir);
-  const original = new Uint8Array(await readFile(model.onnxPath));
+  const stored = new Uint8Array(await readFile(model.onnxPath));
+  const original = opts.nbitsAccuracy === undefined ? stored : withNBitsAccuracy(stored, opts.nbitsAccuracy);
   const rewrite = opts.deltaSelection === 'none' ? undefined : addDeltaBranches(original, opts.deltaSelection);
   const deltaLayers: DeltaLayer[] = rewrite?.layers ?? [];
   const sessionOptions = { device: opts.device, threads: opts.threads };

@@ -76,3 +76,10 @@ test('PATCHBAY_DELTA_TARGETS: unset = runtime default, names, none, comma-separa
   );
   assert.throws(() => loadConfig([], { PATCHBAY_DELTA_TARGETS: ' , ' }), ConfigError);
 });
+
+test('PATCHBAY_NBITS_ACCURACY: unset keeps the model file, 0-4 accepted, anything else names the variable', () => {
+  assert.equal(loadConfig([], {}).nbitsAccuracy, undefined);
+  assert.equal(loadConfig([], { PATCHBAY_NBITS_ACCURACY: '4' }).nbitsAccuracy, 4);
+  assert.equal(loadConfig(['--nbits-accuracy', '0'], { PATCHBAY_NBITS_ACCURACY: '4' }).nbitsAccuracy, 0);
+  assert.throws(() => loadConfig([], { PATCHBAY_NBITS_ACCURACY: 'fast' }), /PATCHBAY_NBITS_ACCURACY="fast"/);
+});

@@ -3,3 +3,4 @@ export { modulePath } from './module-path.ts';
 export { layerSelector, DEFAULT_DELTA_SELECTION, type DeltaSelection, type LayerPredicate } from './selection.ts';
 export { addDeltaBranches, deltaInputNames, type DeltaLayer, type DeltaRewrite } from './delta-branches.ts';
 export { buildDeltaFeeds, type FeedTensor } from './delta-feeds.ts';
+export { setNBitsAccuracy, withNBitsAccuracy, type NBitsAccuracy } from './nbits-accuracy.ts';

@@ -5,8 +5,15 @@
  *   - `y = MatMul(x, W)` with W a 2-D float initializer [d_in, d_out], optionally followed by
  *     `y = Add(y, bias)` (bias a 1-D initializer [d_out], either Add operand order); or
  *   - `y = Gemm(x, W, bias?)` with constant W, [d_in, d_out] or, with `transB = 1`, [d_out, d_in]
- *     (x is 2-D there: [batch·seq, d_in], or [d_in, batch·seq] with `transA = 1`).
+ *     (x is 2-D there: [batch·seq, d_in], or [d_in, batch·seq] with `transA = 1`); or
+ *   - `y = com.microsoft.MatMulNBits(x, B, scales, …)` — a 4/8-bit quantized weight (GGUF q4 import, ORT's
+ *     quantizer): d_in = attribute K, d_out = attribute N, optionally with its own bias input (index 5) or
+ *     a following bias Add. The delta branch goes on y exactly as for MatMul: ΔW is added in float32 next
+ *     to the quantized weight, never merged into it (QLoRA-style serving).
  * `outputTensor` is the tensor after the bias, i.e. the layer output as PyTorch sees it.
+ *
+ * Only these count: a MatMul whose second operand is not a 2-D float initializer (attention's Q·Kᵀ, the
+ * per-block offset correction of the GGUF import, whose table is 3-D on purpose) is not a linear layer.
  */
 import { FLOAT, intAttr, tensorDims, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
 import { modulePath } from './module-path.ts';
@@ -14,7 +21,7 @@ import { modulePath } from './module-path.ts';
 export interface LinearLayer {
   /** Hugging Face module path, e.g. `transformer.h.0.attn.c_attn`; unique within the graph. */
   name: string;
-  op: 'MatMul' | 'Gemm';
+  op: 'MatMul' | 'Gemm' | 'MatMulNBits';
   nodeName: string;
   dIn: number;
   dOut: number;
@@ -56,6 +63,11 @@ export function findLinearLayers(model: ModelProto): LinearLayer[] {
   for (const n of graph.node ?? []) {
     const [xName, wName, cName] = n.input ?? [];
     if (!xName || !wName || inits.has(xName)) continue;
+    if (n.opType === 'MatMulNBits' && n.domain === 'com.microsoft') {
+      const nbits = nbitsLayer(n, consumers, inits, graphOutputs);
+      if (nbits) layers.push({ name: uniqueName(modulePath(n.name ?? '', wName)), nodeName: n.name ?? '', weightName: wName, inputTensor: xName, ...nbits });
+      continue;
+    }
     const w = inits.get(wName);
     if (!w || w.dataType !== FLOAT) continue;
     const dims = tensorDims(w);
@@ -86,6 +98,29 @@ export function findLinearLayers(model: ModelProto): LinearLayer[] {
     });
   }
   return layers;
+}
+
+/** A MatMulNBits node with a constant B: K and N from its attributes, bias from input 5 or a following Add. */
+function nbitsLayer(
+  n: NodeProto,
+  consumers: ReadonlyMap<string, NodeProto[]>,
+  inits: ReadonlyMap<string, TensorProto>,
+  graphOutputs: ReadonlySet<string | null | undefined>,
+): Pick<LinearLayer, 'op' | 'dIn' | 'dOut' | 'outputTensor' | 'inputTransposed' | 'biasName'> | undefined {
+  const dIn = intAttr(n, 'K', 0);
+  const dOut = intAttr(n, 'N', 0);
+  const y = n.output?.[0];
+  if (dIn <= 0 || dOut <= 0 || !y || !inits.has(n.input![1]!)) return undefined;
+  const ownBias = n.input?.[5];
+  const bias = ownBias ? undefined : followingBiasAdd(y, dOut, consumers, inits, graphOutputs);
+  return {
+    op: 'MatMulNBits',
+    dIn,
+    dOut,
+    outputTensor: bias ? bias.output : y,
+    inputTransposed: false,
+    ...(ownBias ? { biasName: ownBias } : bias ? { biasName: bias.biasName } : {}),
+  };
 }
 
 /** The `Add(y, bias)` right after a MatMul, when y feeds nothing else and bias is a [d_out] initializer. */

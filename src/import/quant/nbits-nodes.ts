@@ -1,0 +1,153 @@
+/**
+ * ONNX nodes for GGUF-quantized layers: a linear layer as `com.microsoft.MatMulNBits` (+ an offset
+ * correction for Q4_1/Q5_1/Q4_K), and a quantized embedding as `com.microsoft.GatherBlockQuantized` that
+ * shares its bytes with the tied output head.
+ *
+ * Linear layer, x [b, s, K] → y [b, s, N] (nbits-pack.ts: w[n,k] = scale[n,b]·(u − zp) + offset[b,n]):
+ *
+ *     y0  = MatMulNBits(x, B, scales)                      Σ_k x[k]·scale·(u − zp)        [b, s, N]
+ *     xs  = ReduceSum(Reshape(x, [0, 0, K/sub, sub]), -1)   blocksum(x)                    [b, s, K/sub]
+ *     y   = y0 + MatMul(xs, offsets [1, K/sub, N])          + Σ_b blocksum_b(x)·offset[b,n]
+ *
+ * Why not MatMulNBits' own float zero points (exact too, zp = −offset/scale): ORT 1.30's CPU kernel takes a
+ * slow path with them (bench/nbits-ops.ts). The offsets are 3-D ([1, K/sub, N]) on purpose: the graph
+ * rewrite treats a MatMul with a 2-D weight initializer as a linear layer, and this correction must not
+ * get an adapter branch. The blocksum of an input is computed once and shared by every layer reading it
+ * (q/k/v, gate/up).
+ *
+ * `accuracy_level` is MatMulNBits' compute precision: 0 = float32 activations (dequantize, then an f32
+ * GEMM), 4 = int8 activations quantized per block (MLAS integer kernels: faster, approximate).
+ */
+import { FLOAT, int64Initializer, node, onnx, type NodeProto, type TensorProto } from '../../runtime/graph/onnx.ts';
+import type { NBitsWeight } from './nbits-pack.ts';
+
+export const MS_DOMAIN = 'com.microsoft';
+const UINT8 = onnx.TensorProto.DataType.UINT8;
+const INT = 2; // AttributeProto.INT
+
+export type AccuracyLevel = 0 | 1 | 2 | 3 | 4;
+
+export interface NBitsLinearSpec {
+  /** ONNX node-name scope: `/model/layers.0/self_attn/q_proj` (module path with '/'), so the rewrite maps it. */
+  scope: string;
+  /** Initializer name prefix, e.g. `model.layers.0.self_attn.q_proj`. */
+  prefix: string;
+  input: string;
+  output: string;
+  weight: NBitsWeight;
+  accuracyLevel: AccuracyLevel;
+  /**
+   * Reuse B and scales already emitted (tied embedding / head): names of existing initializers. When set,
+   * no weight initializers are added for this layer.
+   */
+  shared?: { data: string; scales: string };
+}
+
+/** Accumulates nodes and initializers of one graph; shares blocksums between layers with the same input. */
+export class NBitsEmitter {
+  readonly nodes: NodeProto[] = [];
+  readonly initializers: TensorProto[] = [];
+  private readonly blocksums = new Map<string, string>();
+
+  linear(spec: NBitsLinearSpec): void {
+    const { weight: w, scope, prefix } = spec;
+    const nb = w.K / w.blockSize;
+    let data = spec.shared?.data;
+    let scales = spec.shared?.scales;
+    if (!data || !scales) {
+      data = `${prefix}.nbits.B`;
+      scales = `${prefix}.nbits.scales`;
+      this.initializers.push(
+        { name: data, dataType: UINT8, dims: [w.N, nb, (w.blockSize * w.bits) / 8], rawData: w.data },
+        floatInit(scales, [w.N * nb], w.scales),
+      );
+    }
+    const y0 = w.offsets ? `${spec.output}/nbits` : spec.output;
+    const mm = node('MatMulNBits', `${scope}/MatMulNBits`, [spec.input, data, scales], [y0], [
+      { name: 'K', type: INT, i: w.K },
+      { name: 'N', type: INT, i: w.N },
+      { name: 'bits', type: INT, i: w.bits },
+      { name: 'block_size', type: INT, i: w.blockSize },
+      { name: 'accuracy_level', type: INT, i: spec.accuracyLevel },
+    ]);
+    mm.domain = MS_DOMAIN;
+    this.nodes.push(mm);
+    if (!w.offsets) return;
+    const xs = this.blocksum(spec.input, w.K, w.blockSize, scope);
+    const off = `${prefix}.nbits.offsets`;
+    this.initializers.push(floatInit(off, [1, nb, w.N], w.offsets));
+    this.nodes.push(
+      node('MatMul', `${scope}/nbits_offset/MatMul`, [xs, off], [`${spec.output}/nbits_offset`]),
+      node('Add', `${scope}/nbits_offset/Add`, [y0, `${spec.output}/nbits_offset`], [spec.output]),
+    );
+  }
+
+  /**
+   * Embedding lookup from the quantized table (ids [b, s] → [b, s, K]); returns the initializer names
+   * of B and the flat scales so a tied head can share them. 8-bit tables only (ORT's GatherBlockQuantized
+   * decodes uint8 with the default zero point 128 for bits = 8); offsets are gathered and added per block.
+   */
+  embedding(opts: { scope: string; prefix: string; ids: string; output: string; weight: NBitsWeight }): { data: string; scales: string } {
+    const { weight: w, scope, prefix } = opts;
+    if (w.bits !== 8) throw new Error(`${prefix}: quantized embeddings must be 8-bit here (got ${w.bits})`);
+    const nb = w.K / w.blockSize;
+    const data = `${prefix}.nbits.B`;
+    const scales = `${prefix}.nbits.scales`;
+    const scales3 = `${prefix}.nbits.scales_gather`;
+    // GatherBlockQuantized wants scales with data's rank ([V, nb, 1]); MatMulNBits wants them flat ([V·nb]):
+    // ORT accepts neither shape for the other op, so the (small, 4/blockSize of B's elements) scales are stored twice.
+    this.initializers.push(
+      { name: data, dataType: UINT8, dims: [w.N, nb, w.blockSize], rawData: w.data },
+      floatInit(scales, [w.N * nb], w.scales),
+      floatInit(scales3, [w.N, nb, 1], w.scales),
+    );
+    const blocks = `${opts.output}/blocks`;
+    const g = node('GatherBlockQuantized', `${scope}/GatherBlockQuantized`, [data, opts.ids, scales3], [blocks], [
+      { name: 'gather_axis', type: INT, i: 0 },
+      { name: 'quantize_axis', type: INT, i: 2 },
+      { name: 'block_size', type: INT, i: w.blockSize },
+      { name: 'bits', type: INT, i: 8 },
+    ]);
+    g.domain = MS_DOMAIN;
+    this.nodes.push(g);
+    let full = blocks;
+    if (w.offsets) {
+      // offsets are stored [nb, V] for the head's correction; the lookup needs rows: [V, nb, 1].
+      const offRows = `${prefix}.nbits.offsets_gather`;
+      const t = new Float32Array(w.N * nb);
+      for (let b = 0; b < nb; b++) for (let n = 0; n < w.N; n++) t[n * nb + b] = w.offsets[b * w.N + n]!;
+      this.initializers.push(floatInit(offRows, [w.N, nb, 1], t));
+      this.nodes.push(
+        node('Gather', `${scope}/nbits_offset/Gather`, [offRows, opts.ids], [`${opts.output}/offsets`], [{ name: 'axis', type: INT, i: 0 }]),
+        node('Add', `${scope}/nbits_offset/Add`, [blocks, `${opts.output}/offsets`], [`${opts.output}/blocks_off`]),
+      );
+      full = `${opts.output}/blocks_off`;
+    }
+    const shape = `${prefix}.nbits.embed_shape`;
+    this.initializers.push(int64Initializer(shape, [0, 0, w.K]));
+    this.nodes.push(node('Reshape', `${scope}/nbits/Reshape`, [full, shape], [opts.output]));
+    return { data, scales };
+  }
+
+  private blocksum(input: string, K: number, sub: number, scope: string): string {
+    const key = `${input}|${sub}`;
+    const have = this.blocksums.get(key);
+    if (have) return have;
+    const p = `${scope}/nbits_blocksum`;
+    const shape = `${p}/shape`;
+    const axes = `${p}/axes`;
+    const out = `${input}/blocksum${sub}`;
+    this.initializers.push(int64Initializer(shape, [0, 0, K / sub, sub]), int64Initializer(axes, [-1]));
+    this.nodes.push(
+      node('Reshape', `${p}/Reshape`, [input, shape], [`${out}/blocks`]),
+      node('ReduceSum', `${p}/ReduceSum`, [`${out}/blocks`, axes], [out], [{ name: 'keepdims', type: INT, i: 0 }]),
+    );
+    this.blocksums.set(key, out);
+    return out;
+  }
+}
+
+function floatInit(name: string, dims: number[], data: Float32Array): TensorProto {
+  // rawData (little-endian bytes) instead of floatData: no per-element boxing for 49k × 18 scales.
+  return { name, dataType: FLOAT, dims, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
