@@ -13,6 +13,7 @@ import { createApp } from './server/app.ts';
 import { createLogger } from './server/logging.ts';
 import { ServerMetrics } from './server/metrics.ts';
 import { ServingState } from './server/state.ts';
+import { traceSwap } from './telemetry/base-spans.ts';
 import { startTracing } from './telemetry/tracing.ts';
 
 /** After the drain, responses still flushing their last bytes get this long before sockets are cut. */
@@ -74,6 +75,13 @@ const loading: Promise<Runtime> = loadRuntime({
   plainSession: config.plainSession,
   ...(config.nbitsAccuracy !== undefined ? { nbitsAccuracy: config.nbitsAccuracy } : {}),
   onStep: (step) => metrics.recordStep(step),
+  onSwap(swap) {
+    traceSwap(swap);
+    metrics.base.recordSwap(swap);
+    const { source, from, to, buildMs, switchMs, drainWaitMs, changed } = swap;
+    if (swap.error) logger.error({ err: swap.error, source, from, to }, 'base version build failed; still serving the previous one');
+    else logger.info({ source, from, to, buildMs: Math.round(buildMs), switchMs, drainWaitMs: Math.round(drainWaitMs), changed: changed.length }, 'base version switched');
+  },
 });
 
 loading
@@ -92,6 +100,7 @@ loading
     });
     state.markReady(serving);
     metrics.watchScheduler(() => runtime.scheduler);
+    metrics.base.watch(() => runtime.versions);
     logger.info({ model: model.id, contextLength: model.contextLength, deltaLayers: runtime.deltaLayers.length, phase: state.phase }, 'model loaded');
   })
   .catch((err: unknown) => {

@@ -44,6 +44,7 @@ export class Engine {
   private readonly past: string[];
   private readonly present: string[];
   private readonly fetches: string[];
+  private released: Promise<void> | undefined;
 
   constructor(opts: EngineOptions) {
     this.session = opts.session;
@@ -85,6 +86,15 @@ export class Engine {
     const last = tokens.map((_, b) => logits.slice(((b + 1) * width - 1) * vocab, (b + 1) * width * vocab));
     const presents = this.present.map((name) => out[name]!);
     return { logits: last, allLogits: logits, width, graph: plain ? 'plain' : 'delta', kv: kv.advance(presents, width, tokens.map((t) => t.length)) };
+  }
+
+  /** Frees the sessions (a retired base version's, once its last sequence ended). Idempotent. */
+  release(): Promise<void> {
+    this.released ??= (async () => {
+      await this.session.release();
+      await this.plainSession?.release();
+    })();
+    return this.released;
   }
 
   /** Rank-0 factors for every branch: the delta graph needs all its inputs even when no row uses them. */

@@ -6,12 +6,18 @@ import { createSession, type Device } from './session.ts';
 import { HfTokenizer, type TextTokenizer } from './tokenizer.ts';
 import { addDeltaBranches, withNBitsAccuracy, type DeltaRewrite, type DeltaSelection, type NBitsAccuracy } from './graph/index.ts';
 import type { DeltaLayer } from './delta-feeds.ts';
+import { findLinearLayers } from './graph/linear-layers.ts';
+import { decodeModel } from './graph/onnx.ts';
+import { BaseVersions, type SwapEvent } from './versions/base-versions.ts';
+import { InitializerTable } from './versions/initializer-table.ts';
 
 export type { ModelInfo } from './model-config.ts';
 export type { Scheduler, StepEvent } from './scheduler.ts';
 export type { TextTokenizer } from './tokenizer.ts';
 export type { Device } from './session.ts';
 export type * from './types.ts';
+export type { BaseVersion, SwapEvent, VersionLease, WeightChanges } from './versions/base-versions.ts';
+export { BaseVersions, BaseVersionError } from './versions/base-versions.ts';
 
 export interface RuntimeOptions {
   modelDir: string;
@@ -39,6 +45,8 @@ export interface RuntimeOptions {
    */
   nbitsAccuracy?: NBitsAccuracy;
   onStep?: (event: StepEvent) => void;
+  /** Every base-version switch (or failed build), for spans and metrics. */
+  onSwap?: (event: SwapEvent) => void;
 }
 
 export interface Runtime {
@@ -49,6 +57,8 @@ export interface Runtime {
   readonly deltaLayers: readonly DeltaLayer[];
   /** The graph rewrite (every linear layer found, which got a branch), or undefined with `'none'`. */
   readonly rewrite: DeltaRewrite | undefined;
+  /** Global weight changes (patches, edits): see versions/base-versions.ts. */
+  readonly versions: BaseVersions;
   close(): Promise<void>;
 }
 
@@ -64,14 +74,27 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const rewrite = opts.deltaSelection === 'none' ? undefined : addDeltaBranches(original, opts.deltaSelection);
   const deltaLayers: DeltaLayer[] = rewrite?.layers ?? [];
   const sessionOptions = { device: opts.device, threads: opts.threads };
-  const session = await createSession(rewrite?.bytes ?? original, sessionOptions);
   const wantPlain = opts.plainSession ?? 'auto';
-  const plainSession =
-    rewrite && (wantPlain === 'on' || (wantPlain === 'auto' && original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES))
-      ? await createSession(original, sessionOptions)
-      : undefined;
-  const engine = new Engine({ session, plainSession, deltaLayers, shape: model, vocabSize: model.vocabSize, baseVersion: 1 });
-  const scheduler = new ContinuousBatchScheduler(() => engine, tokenizer, {
+  const keepPlain = rewrite !== undefined && (wantPlain === 'on' || (wantPlain === 'auto' && original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES));
+  // The pristine bytes of each graph stay in memory: every base version is built from them (versions/).
+  const servedTable = InitializerTable.of(rewrite?.bytes ?? original);
+  const plainTable = keepPlain ? InitializerTable.of(original) : undefined;
+  const engineFrom = async (baseVersion: number, tensors: ReadonlyMap<string, Float32Array>) => {
+    const session = await createSession(tensors.size > 0 ? servedTable.patched(tensors) : servedTable.bytes, sessionOptions);
+    const plainSession = plainTable && (await createSession(tensors.size > 0 ? plainTable.patched(tensors) : plainTable.bytes, sessionOptions));
+    return new Engine({ session, plainSession, deltaLayers, shape: model, vocabSize: model.vocabSize, baseVersion });
+  };
+  const linearWeights = new Map(
+    (rewrite?.linearLayers ?? findLinearLayers(decodeModel(original))).map((l) => [l.name, { initializer: l.weightName, dIn: l.dIn, dOut: l.dOut }]),
+  );
+  const versions = new BaseVersions({
+    initial: await engineFrom(0, new Map()),
+    table: servedTable,
+    linearWeights,
+    build: engineFrom,
+    ...(opts.onSwap ? { onSwap: opts.onSwap } : {}),
+  });
+  const scheduler = new ContinuousBatchScheduler(versions, tokenizer, {
     maxBatch: opts.maxBatch,
     maxQueue: opts.maxQueue,
     contextLength: model.contextLength,
@@ -86,12 +109,12 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
     scheduler,
     deltaLayers,
     rewrite,
+    versions,
     async close() {
       if (closed) return;
       closed = true;
       await scheduler.drain();
-      await session.release();
-      await plainSession?.release();
+      await versions.close();
     },
   };
 }

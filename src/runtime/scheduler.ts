@@ -23,6 +23,17 @@ export interface StepEvent {
   graph: 'plain' | 'delta';
 }
 
+/** Where sequences get the engine (base version) they run on; see versions/base-versions.ts. */
+export interface EngineSource {
+  acquire(): EngineLease;
+}
+
+/** A sequence's hold on the version it runs on (BaseVersions' VersionLease satisfies it). */
+export interface EngineLease {
+  readonly version: { readonly id: number; readonly engine: Engine };
+  release(): void;
+}
+
 export interface SchedulerOptions {
   maxBatch: number;
   maxQueue: number;
@@ -32,30 +43,43 @@ export interface SchedulerOptions {
   onStep?: (event: StepEvent) => void;
 }
 
+/** The running sequences of one base version: one KV cache and one `session.run` per step. */
+interface VersionBatch {
+  engine: Engine;
+  rows: Sequence[];
+  kv: BatchKv | undefined;
+  /** Factor tensors of the batch; undefined while no row carries an adapter. */
+  deltaFeeds: Record<string, Tensor> | undefined;
+}
+
 /**
- * Continuous batching: each iteration first prefills newly admitted sequences (one batched run), then
- * runs one decode step for every live sequence together. Sequences join and leave between steps; the
- * batch cache is re-packed only then (batch-kv.ts), and so are the per-row delta factors.
+ * Continuous batching: each iteration first prefills newly admitted sequences (one batched run on the
+ * current base version), then runs one decode step for every live sequence. Sequences join and leave
+ * between steps; a batch's cache is re-packed only then (batch-kv.ts), and so are its per-row delta factors.
+ *
+ * Rows on different base versions cannot share a `session.run` (different weights, different sessions), so
+ * live sequences are kept in one batch per version: normally one, two for as long as sequences that started
+ * before a switch are still running (BaseVersions keeps at most two resident). Each sequence holds a lease
+ * on its version from admission until it leaves the batch.
  */
 export class ContinuousBatchScheduler implements Scheduler {
   private waiting: Sequence[] = [];
-  private running: Sequence[] = [];
+  private batches = new Map<number, VersionBatch>();
   /** Sequences taken from `waiting` whose prefill is in flight: they hold batch slots already. */
   private prefilling = 0;
-  private kv: BatchKv | undefined;
-  /** Factor tensors of the running batch; undefined while no running row carries an adapter. */
-  private deltaFeeds: Record<string, Tensor> | undefined;
   private loop: Promise<void> | undefined;
   private draining = false;
 
   constructor(
-    private readonly engine: () => Engine,
+    private readonly source: EngineSource,
     private readonly tokenizer: TextTokenizer,
     private readonly opts: SchedulerOptions,
   ) {}
 
   get activeCount(): number {
-    return this.running.length;
+    let n = 0;
+    for (const b of this.batches.values()) n += b.rows.length;
+    return n;
   }
 
   get queuedCount(): number {
@@ -68,7 +92,7 @@ export class ContinuousBatchScheduler implements Scheduler {
     }
     this.validate(request);
     // A request that a free batch slot will take at the next step is not queued; only the rest count.
-    const freeSlots = Math.max(0, this.opts.maxBatch - this.running.length - this.prefilling);
+    const freeSlots = Math.max(0, this.opts.maxBatch - this.activeCount - this.prefilling);
     if (this.waiting.length >= this.opts.maxQueue + freeSlots) {
       throw new PatchbayError({
         status: 429,
@@ -120,84 +144,100 @@ export class ContinuousBatchScheduler implements Scheduler {
   }
 
   private async run(): Promise<void> {
-    while (this.waiting.length > 0 || this.running.length > 0) {
-      const engine = this.engine();
-      await this.guard(() => this.admit(engine));
-      await this.guard(() => this.decode(engine));
+    while (this.waiting.length > 0 || this.batches.size > 0) {
+      await this.admit();
+      for (const batch of [...this.batches.values()]) await this.guard(batch, () => this.decode(batch));
       // Let the HTTP side accept requests and flush streamed tokens between steps.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 
-  /** A failed run fails the sequences it carried and resets the batch, so the loop keeps serving. */
-  private async guard(step: () => Promise<void>): Promise<void> {
+  /** A failed run fails the sequences it carried and drops their batch, so the loop keeps serving. */
+  private async guard(batch: VersionBatch, step: () => Promise<void>): Promise<void> {
     try {
       await step();
     } catch (error) {
-      for (const seq of this.running) seq.fail(error);
-      this.running = [];
-      this.kv = undefined;
+      for (const seq of batch.rows) seq.fail(error);
+      this.setRows(batch, [], []);
     }
   }
 
-  private async admit(engine: Engine): Promise<void> {
-    const room = this.opts.maxBatch - this.running.length;
+  private async admit(): Promise<void> {
+    const room = this.opts.maxBatch - this.activeCount;
     if (room <= 0 || this.waiting.length === 0) return;
     const admitted = this.waiting.splice(0, room);
     this.prefilling = admitted.length;
     const started = performance.now();
+    // Every newcomer leases the current version; they all get the same one (no await in between).
     for (const seq of admitted) {
+      seq.lease = this.source.acquire();
       seq.startedAt = started;
-      seq.baseVersion = engine.baseVersion;
+      seq.baseVersion = seq.lease.version.id;
     }
+    const { id, engine } = admitted[0]!.lease!.version;
     try {
       const feeds = this.factorsFor(admitted);
       const result = await engine.forward(BatchKv.empty(engine.shape, admitted.length), admitted.map((s) => s.promptIds), feeds);
       this.report('prefill', admitted.length, admitted.reduce((n, s) => n + s.promptIds.length, 0), started, result.graph);
       admitted.forEach((seq, b) => seq.step(result.logits[b]!));
-      const keep: RowRef[] = this.running.map((_, row) => ({ from: this.kv!, row }));
+      const batch = this.batches.get(id) ?? { engine, rows: [], kv: undefined, deltaFeeds: undefined };
+      this.batches.set(id, batch);
+      const keep: RowRef[] = batch.rows.map((_, row) => ({ from: batch.kv!, row }));
+      const joined: Sequence[] = [];
       admitted.forEach((seq, row) => {
-        if (!seq.finished) keep.push({ from: result.kv, row });
+        if (seq.finished) return seq.leave();
+        joined.push(seq);
+        keep.push({ from: result.kv, row });
       });
-      this.rebatch([...this.running, ...admitted.filter((s) => !s.finished)], keep);
+      this.setRows(batch, [...batch.rows, ...joined], keep);
     } catch (error) {
-      // The running batch is untouched until rebatch succeeds; only the newcomers fail.
-      for (const seq of admitted) seq.fail(error);
+      // The running batches are untouched until setRows succeeds; only the newcomers fail.
+      for (const seq of admitted) {
+        seq.fail(error);
+        seq.leave();
+      }
     } finally {
       this.prefilling = 0;
     }
   }
 
-  private async decode(engine: Engine): Promise<void> {
-    this.dropFinished();
-    if (this.running.length === 0 || !this.kv) return;
+  private async decode(batch: VersionBatch): Promise<void> {
+    this.dropFinished(batch);
+    if (batch.rows.length === 0 || !batch.kv) return;
     const started = performance.now();
-    const { logits, kv, graph } = await engine.forward(this.kv, this.running.map((s) => [s.lastToken]), this.deltaFeeds);
-    this.kv = kv;
-    this.report('decode', this.running.length, this.running.length, started, graph);
-    this.running.forEach((seq, b) => seq.step(logits[b]!));
-    this.dropFinished();
+    const { logits, kv, graph } = await batch.engine.forward(batch.kv, batch.rows.map((s) => [s.lastToken]), batch.deltaFeeds);
+    batch.kv = kv;
+    this.report('decode', batch.rows.length, batch.rows.length, started, graph);
+    batch.rows.forEach((seq, b) => seq.step(logits[b]!));
+    this.dropFinished(batch);
   }
 
   /** Removes finished and cancelled rows; a cancelled row is finished here, at a step boundary. */
-  private dropFinished(): void {
-    for (const seq of this.running) if (!seq.finished && seq.signal?.aborted) seq.finish('cancelled');
-    if (!this.running.some((s) => s.finished)) return;
+  private dropFinished(batch: VersionBatch): void {
+    for (const seq of batch.rows) if (!seq.finished && seq.signal?.aborted) seq.finish('cancelled');
+    if (!batch.rows.some((s) => s.finished)) return;
     const keep: RowRef[] = [];
     const live: Sequence[] = [];
-    this.running.forEach((seq, row) => {
+    batch.rows.forEach((seq, row) => {
       if (seq.finished) return;
       live.push(seq);
-      keep.push({ from: this.kv!, row });
+      keep.push({ from: batch.kv!, row });
     });
-    this.rebatch(live, keep);
+    this.setRows(batch, live, keep);
   }
 
-  private rebatch(live: Sequence[], refs: RowRef[]): void {
-    this.running = live;
-    const shape = this.engine().shape;
-    this.kv = live.length > 0 ? pack(shape, refs) : undefined;
-    this.deltaFeeds = this.factorsFor(live);
+  /** Re-packs a batch to `live` (rows taken from `refs`); rows that left return their version lease. */
+  private setRows(batch: VersionBatch, live: Sequence[], refs: RowRef[]): void {
+    const kv = live.length > 0 ? pack(batch.engine.shape, refs) : undefined;
+    const deltaFeeds = this.factorsFor(live);
+    const stay = new Set(live);
+    for (const seq of batch.rows) if (!stay.has(seq)) seq.leave();
+    batch.rows = live;
+    batch.kv = kv;
+    batch.deltaFeeds = deltaFeeds;
+    if (live.length === 0) {
+      for (const [id, b] of this.batches) if (b === batch) this.batches.delete(id);
+    }
   }
 
   private factorsFor(rows: readonly Sequence[]): Record<string, Tensor> | undefined {

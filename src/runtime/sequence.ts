@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { EngineLease } from './scheduler.ts';
 import { Sampler } from './sampler.ts';
 import { StopStrings } from './stop-strings.ts';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizer.ts';
@@ -27,7 +28,10 @@ export class Sequence implements GenerationHandle {
   startedAt: number | undefined;
   /** When the first token was sampled, i.e. the end of this sequence's (batched) prefill. */
   firstTokenAt: number | undefined;
-  baseVersion = 0;
+  /** Base version serving this sequence; undefined until it joins a batch. */
+  baseVersion: number | undefined;
+  /** The scheduler's hold on that version, returned by `leave()` when the sequence leaves the batch. */
+  lease: EngineLease | undefined;
   finishReason: FinishReason | undefined;
 
   private readonly maxTokens: number;
@@ -107,11 +111,17 @@ export class Sequence implements GenerationHandle {
       promptTokens: this.promptIds.length,
       completionTokens: this.generated.length,
       finishReason: reason,
-      baseVersion: this.baseVersion,
+      baseVersion: this.baseVersion ?? -1,
       queueMs: (this.startedAt ?? performance.now()) - this.enqueuedAt,
       ...(this.startedAt !== undefined && this.firstTokenAt !== undefined ? { prefillMs: this.firstTokenAt - this.startedAt } : {}),
     });
     this.wakeConsumer();
+  }
+
+  /** Returns the version lease (idempotent); the scheduler calls it when the row leaves the batch. */
+  leave(): void {
+    this.lease?.release();
+    this.lease = undefined;
   }
 
   fail(error: unknown): void {

@@ -55,7 +55,7 @@ export interface GenerationResult {
   promptTokens: number;
   completionTokens: number;
   finishReason: FinishReason;
-  /** Base model version that served every step of this sequence. */
+  /** Base model version that served every step of this sequence (0 = pristine; -1 if it never ran). */
   baseVersion: number;
   /** Milliseconds spent queued before the first step. */
   queueMs: number;
@@ -66,8 +66,8 @@ export interface GenerationResult {
 
 export interface GenerationHandle extends AsyncIterable<StreamEvent> {
   readonly id: string;
-  /** Base version serving this sequence; 0 until it joins a batch (set before its first token). */
-  readonly baseVersion: number;
+  /** Base version serving this sequence; undefined until it joins a batch (set before its first token). */
+  readonly baseVersion: number | undefined;
   readonly result: Promise<GenerationResult>;
 }
 

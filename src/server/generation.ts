@@ -138,7 +138,7 @@ export class Generation {
 
   /** The base version serving this sequence, known once it joined the batch (so after the first event). */
   get baseVersion(): number | undefined {
-    return this.handle.baseVersion > 0 ? this.handle.baseVersion : undefined;
+    return this.handle.baseVersion;
   }
 
   /** The token events; the first one is timed as time-to-first-token. */

@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { AdapterMetrics } from './adapter-metrics.ts';
+import { BaseMetrics } from './base-metrics.ts';
 import type { ServedScheduler } from './contract.ts';
 import type { StepEvent } from '../runtime/index.ts';
 
@@ -80,6 +81,7 @@ export class ServerMetrics {
   readonly queueDepth: Gauge;
   readonly activeSequences: Gauge;
   readonly adapters = new AdapterMetrics(this.registry);
+  readonly base = new BaseMetrics(this.registry);
 
   constructor(opts: MetricsOptions = {}) {
     const current = () => this.#scheduler?.();

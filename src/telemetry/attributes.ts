@@ -12,6 +12,7 @@ export const SPAN = {
   queue: 'generation.queue',
   prefill: 'generation.prefill',
   decode: 'generation.decode',
+  baseSwap: 'base.swap',
 } as const;
 
 /** Span events. */
@@ -56,6 +57,19 @@ export const PATCHBAY = {
   /** `evict` (over PATCHBAY_CACHE_BYTES) or `delete` (unregistered, or the registry closed). */
   evictReason: 'patchbay.evict.reason',
   baseVersion: 'patchbay.base.version',
+  /** base.swap: the version switched from / to, which source published, what it changed and took. */
+  baseFrom: 'patchbay.base.from',
+  baseTo: 'patchbay.base.to',
+  baseSource: 'patchbay.base.source',
+  baseChanged: 'patchbay.base.changed_initializers',
+  baseBuildMs: 'patchbay.base.build_ms',
+  baseSwitchMs: 'patchbay.base.switch_ms',
+  baseDrainWaitMs: 'patchbay.base.drain_wait_ms',
+  /** Every source's label on the new version, as JSON (e.g. `{"patches":[{"id":"rws-typos","alpha":1}]}`). */
+  baseLabels: 'patchbay.base.labels',
+  /** Active global patches on the new version, index-aligned ids and alphas. */
+  patchIds: 'patchbay.patch.ids',
+  patchAlphas: 'patchbay.patch.alphas',
   /** Tokens a phase processed: the prompt for prefill, generated tokens for decode. */
   tokens: 'patchbay.tokens',
 } as const;
