@@ -1,0 +1,123 @@
+/**
+ * `npm run loadtest -- <scenario> [--duration <s>] [--url <gateway>]`: runs one scenario file with autocannon
+ * against a gateway it starts on a free loopback port (or against --url), prints a summary and exits non-zero
+ * when a threshold fails. The same scenario files drive loadtest/k6/scenario.ts for operators who have k6.
+ */
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { startServer, type ServerProcess } from '../bench/lib/server-process.ts';
+import { copyAdapters } from './lib/adapter-copies.ts';
+import { drawIndex, expandBody, loadScenario, zipfCdf, type Scenario } from './lib/scenario.ts';
+import { judge, summarize, tokensIn, type Summary } from './lib/summary.ts';
+
+function usage(message: string): never {
+  process.stderr.write(`loadtest: ${message}\nusage: npm run loadtest -- <scenario> [--duration <seconds>] [--url <gateway url>]\n`);
+  process.exit(2);
+}
+
+/** A seeded generator (mulberry32) so that a rerun sends the same request mix. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function baseModelId(url: string): Promise<string> {
+  const res = await fetch(`${url}/v1/models`);
+  const models = (await res.json()) as { data: Array<{ id: string; parent?: string | null }> };
+  const base = models.data.find((m) => !m.parent);
+  if (!base) throw new Error('the gateway lists no base model');
+  return base.id;
+}
+
+async function run(scenario: Scenario, url: string, adapterIds: readonly string[], seconds: number): Promise<Summary> {
+  const base = await baseModelId(url);
+  const random = seeded(1234);
+  const weights = scenario.requests.map((r) => r.weight);
+  const total = weights.reduce((a, b) => a + b, 0);
+  let acc = 0;
+  const requestCdf = weights.map((w) => (acc += w / total));
+  const adapterCdf = adapterIds.length > 0 ? zipfCdf(adapterIds.length, scenario.models?.zipf ?? 1) : [];
+  const latencies: number[] = [];
+  let completionTokens = 0;
+  const statuses = new Map<number, number>();
+
+  const options: autocannon.Options = {
+    url,
+    connections: scenario.connections,
+    duration: seconds,
+    timeout: 60,
+    requests: [
+      {
+        setupRequest: (request) => {
+          const template = scenario.requests[drawIndex(requestCdf, random())]!;
+          const adapter = adapterIds.length > 0 ? adapterIds[drawIndex(adapterCdf, random())] : undefined;
+          return {
+            ...request,
+            method: template.method,
+            path: template.path,
+            headers: { 'content-type': 'application/json' },
+            body: expandBody(template.body, { base, adapter }),
+          };
+        },
+        onResponse: (status, body) => {
+          statuses.set(status, (statuses.get(status) ?? 0) + 1);
+          if (status < 300) completionTokens += tokensIn(body);
+        },
+      },
+    ],
+  };
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon(options, (err: Error | null, res: autocannon.Result) => (err ? reject(err) : resolve(res)));
+    instance.on('response', (_client, _status, _bytes, responseTime) => latencies.push(responseTime));
+  });
+  return summarize({ result, latencies, statuses, completionTokens, seconds });
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { duration: { type: 'string' }, url: { type: 'string' } },
+  });
+  if (positionals.length !== 1) usage('name exactly one scenario (loadtest/scenarios/<name>.json)');
+  const scenario = await loadScenario(positionals[0]!).catch((err: Error) => usage(err.message));
+  const seconds = values.duration === undefined ? scenario.duration : Number(values.duration);
+  if (!Number.isFinite(seconds) || seconds <= 0) usage(`--duration must be a positive number of seconds, not ${values.duration}`);
+
+  let server: ServerProcess | undefined;
+  let adapterIds: string[] = [];
+  let cleanup = async (): Promise<void> => {};
+  try {
+    let url = values.url;
+    if (!url) {
+      const env = { ...scenario.server.env };
+      if (scenario.adapterCopies) {
+        const copies = await copyAdapters(scenario.adapterCopies);
+        env['PATCHBAY_ADAPTER_DIR'] = copies.dir;
+        adapterIds = copies.ids;
+        cleanup = copies.remove;
+      }
+      server = await startServer(env);
+      url = server.url;
+    } else if (scenario.adapterCopies) {
+      usage(`scenario ${scenario.name} creates its own adapters; run it without --url`);
+    }
+    process.stdout.write(`loadtest ${scenario.name}: ${scenario.description}\n  ${scenario.connections} connections, ${seconds} s, ${url}\n`);
+    const summary = await run(scenario, url, adapterIds, seconds);
+    const failures = judge(summary, scenario.thresholds);
+    process.stdout.write(`${summary.lines.join('\n')}\n`);
+    for (const f of failures) process.stdout.write(`THRESHOLD FAILED: ${f}\n`);
+    process.stdout.write(failures.length === 0 ? `loadtest ${scenario.name}: all thresholds met\n` : '');
+    process.exitCode = failures.length === 0 ? 0 : 1;
+  } finally {
+    await server?.stop();
+    await cleanup();
+  }
+}
+
+await main();

@@ -1,0 +1,57 @@
+/** Scenario files, request expansion and the runner's verdict (the runs themselves: `npm run loadtest`, CI smoke). */
+import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { describe, it } from 'node:test';
+import { drawIndex, expandBody, loadScenario, SCENARIO_DIR, zipfCdf } from '../../loadtest/lib/scenario.ts';
+import { judge, percentile, tokensIn, type Summary } from '../../loadtest/lib/summary.ts';
+
+describe('load scenarios', () => {
+  it('every scenario file validates and has thresholds', async () => {
+    const names = (await readdir(SCENARIO_DIR)).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5));
+    assert.ok(names.includes('smoke') && names.includes('adapters'));
+    for (const name of names) {
+      const s = await loadScenario(name);
+      assert.equal(s.name, name, `${name}.json names itself`);
+      assert.ok(s.thresholds.p95Ms > 0);
+    }
+  });
+
+  it('refuses unknown and malformed scenario names with a message', async () => {
+    await assert.rejects(loadScenario('no-such'), /no scenario no-such/);
+    await assert.rejects(loadScenario('../package'), /lower-case words/);
+  });
+
+  it('draws Zipf ranks with the right frequencies', () => {
+    const cdf = zipfCdf(4, 1);
+    assert.ok(Math.abs(cdf[3]! - 1) < 1e-12);
+    const counts = [0, 0, 0, 0];
+    for (let i = 0; i < 10_000; i++) counts[drawIndex(cdf, (i + 0.5) / 10_000)]!++;
+    const h = 1 + 1 / 2 + 1 / 3 + 1 / 4;
+    counts.forEach((c, k) => assert.ok(Math.abs(c / 10_000 - 1 / (k + 1) / h) < 1e-3, `rank ${k + 1}: ${c}`));
+  });
+
+  it('substitutes $base and $adapter in request bodies', () => {
+    const body = expandBody({ model: '$adapter', prompt: '$base is literal only as a whole value', n: 1 }, { base: 'b', adapter: 'a1' });
+    assert.deepEqual(JSON.parse(body!), { model: 'a1', prompt: '$base is literal only as a whole value', n: 1 });
+    assert.equal(JSON.parse(expandBody({ model: '$adapter' }, { base: 'b' })!).model, 'b');
+  });
+
+  it('counts completion tokens in JSON answers and SSE streams', () => {
+    assert.equal(tokensIn('{"usage":{"prompt_tokens":3,"completion_tokens":7}}'), 7);
+    const stream = ['data: {"choices":[{"text":"a"}]}', 'data: {"choices":[],"usage":{"completion_tokens":5}}', 'data: [DONE]', ''].join('\n\n');
+    assert.equal(tokensIn(stream), 5);
+    assert.equal(tokensIn('data: {"choices":[{"text":"a"}]}\n\ndata: {"choices":[{"text":"b"}]}\n\ndata: [DONE]\n\n'), 2);
+  });
+
+  it('fails a run on errors, latency and on no completed request', () => {
+    const base: Summary = { requests: 100, errors: 0, errorRate: 0, rps: 10, p50: 100, p95: 200, p99: 300, tokensPerSecond: 50, lines: [] };
+    const t = { errorRate: 0, p95Ms: 250, p99Ms: 400 };
+    assert.deepEqual(judge(base, t), []);
+    assert.equal(judge({ ...base, errors: 1, errorRate: 0.01 }, t).length, 1);
+    assert.match(judge({ ...base, p95: 251 }, t)[0]!, /p95 251 ms > 250 ms/);
+    assert.match(judge({ ...base, p99: 500 }, t)[0]!, /p99/);
+    assert.ok(judge({ ...base, requests: 0, p95: Number.NaN, p99: Number.NaN }, t).some((f) => /no request/.test(f)));
+    assert.equal(percentile([5, 1, 4, 2, 3], 50), 3);
+    assert.equal(percentile([5, 1, 4, 2, 3], 95), 5);
+  });
+});
