@@ -3,12 +3,13 @@
  * against a gateway it starts on a free loopback port (or against --url), prints a summary and exits non-zero
  * when a threshold fails. The same scenario files drive loadtest/k6/scenario.ts for operators who have k6.
  */
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { startServer, type ServerProcess } from '../bench/lib/server-process.ts';
 import { copyAdapters } from './lib/adapter-copies.ts';
 import { drawIndex, expandBody, loadScenario, zipfCdf, type Scenario } from './lib/scenario.ts';
-import { judge, summarize, tokensIn, type Summary } from './lib/summary.ts';
+import { judge, metricTotal, summarize, tokensIn, type Summary } from './lib/summary.ts';
 
 function usage(message: string): never {
   process.stderr.write(`loadtest: ${message}\nusage: npm run loadtest -- <scenario> [--duration <seconds>] [--url <gateway url>]\n`);
@@ -109,8 +110,11 @@ async function main(): Promise<void> {
     }
     process.stdout.write(`loadtest ${scenario.name}: ${scenario.description}\n  ${scenario.connections} connections, ${seconds} s, ${url}\n`);
     const summary = await run(scenario, url, adapterIds, seconds);
-    const failures = judge(summary, scenario.thresholds);
-    process.stdout.write(`${summary.lines.join('\n')}\n`);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const watched = Object.keys(scenario.thresholds.metricsAtLeast);
+    if (watched.length > 0) summary.lines.push(`  ${watched.map((m) => `${m} ${metricTotal(metrics, m) ?? 'absent'}`).join(', ')}`);
+    const failures = judge(summary, scenario.thresholds, metrics);
+    process.stdout.write(`${summary.lines.join('\n')}\n  machine: ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)} (1 min) at the end\n`);
     for (const f of failures) process.stdout.write(`THRESHOLD FAILED: ${f}\n`);
     process.stdout.write(failures.length === 0 ? `loadtest ${scenario.name}: all thresholds met\n` : '');
     process.exitCode = failures.length === 0 ? 0 : 1;

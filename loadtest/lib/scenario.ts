@@ -33,6 +33,11 @@ export const scenarioSchema = z.object({
     errorRate: z.number().min(0).max(1),
     p95Ms: z.number().positive(),
     p99Ms: z.number().positive().optional(),
+    /**
+     * Prometheus series (summed over labels, read from /metrics after the run) with the least value they must
+     * reach, so a scenario proves it exercised what it is about (e.g. evictions for `adapters`).
+     */
+    metricsAtLeast: z.record(z.string().regex(/^patchbay_[a-z0-9_]+$/), z.number()).default({}),
   }),
 });
 

@@ -18,6 +18,17 @@ export interface Thresholds {
   errorRate: number;
   p95Ms: number;
   p99Ms?: number | undefined;
+  metricsAtLeast?: Record<string, number>;
+}
+
+/** Sum of every sample of `name` (all label sets) in a Prometheus text exposition; undefined if absent. */
+export function metricTotal(exposition: string, name: string): number | undefined {
+  let total: number | undefined;
+  for (const line of exposition.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== ' ' && line[name.length] !== '{')) continue;
+    total = (total ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
 }
 
 /** Exact percentile (nearest rank) of the recorded latencies. */
@@ -81,8 +92,13 @@ export function summarize(input: {
   return { ...summary, lines };
 }
 
-export function judge(summary: Summary, t: Thresholds): string[] {
+/** `metrics` = the gateway's /metrics text after the run (undefined when it was not scraped). */
+export function judge(summary: Summary, t: Thresholds, metrics?: string): string[] {
   const failures: string[] = [];
+  for (const [name, least] of Object.entries(t.metricsAtLeast ?? {})) {
+    const value = metrics === undefined ? undefined : metricTotal(metrics, name);
+    if (value === undefined || value < least) failures.push(`${name} = ${value ?? 'absent'} < ${least}`);
+  }
   if (summary.requests === 0) failures.push('no request completed');
   if (summary.errorRate > t.errorRate) failures.push(`error rate ${summary.errorRate.toFixed(4)} > ${t.errorRate}`);
   if (!(summary.p95 <= t.p95Ms)) failures.push(`p95 ${summary.p95.toFixed(0)} ms > ${t.p95Ms} ms`);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { drawIndex, expandBody, loadScenario, SCENARIO_DIR, zipfCdf } from '../../loadtest/lib/scenario.ts';
-import { judge, percentile, tokensIn, type Summary } from '../../loadtest/lib/summary.ts';
+import { judge, metricTotal, percentile, tokensIn, type Summary } from '../../loadtest/lib/summary.ts';
 
 describe('load scenarios', () => {
   it('every scenario file validates and has thresholds', async () => {
@@ -52,6 +52,11 @@ describe('load scenarios', () => {
     assert.match(judge({ ...base, p99: 500 }, t)[0]!, /p99/);
     assert.ok(judge({ ...base, requests: 0, p95: Number.NaN, p99: Number.NaN }, t).some((f) => /no request/.test(f)));
     assert.equal(percentile([5, 1, 4, 2, 3], 50), 3);
+    const exposition = '# HELP x\npatchbay_a_total{kind="x"} 2\npatchbay_a_total{kind="y"} 3\npatchbay_ab_total 9\n';
+    assert.equal(metricTotal(exposition, 'patchbay_a_total'), 5);
+    assert.deepEqual(judge(base, { ...t, metricsAtLeast: { patchbay_a_total: 5 } }, exposition), []);
+    assert.match(judge(base, { ...t, metricsAtLeast: { patchbay_a_total: 6 } }, exposition)[0]!, /patchbay_a_total = 5 < 6/);
+    assert.match(judge(base, { ...t, metricsAtLeast: { patchbay_b_total: 1 } }, exposition)[0]!, /absent/);
     assert.equal(percentile([5, 1, 4, 2, 3], 95), 5);
   });
 });
