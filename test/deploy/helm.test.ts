@@ -84,7 +84,7 @@ describe('helm chart', () => {
 
   it('takes the admin token from a Secret: its own, or an existing one, never a plain env value', () => {
     assert.equal(render().filter((m) => m.kind === 'Secret').length, 0, 'no token, no Secret');
-    assert.equal(container(render()).env, null, 'no token: nothing in env');
+    assert.equal(container(render()).env, undefined, 'no token: nothing in env');
 
     const own = render('--set', 'adminToken.value=s3cret');
     const secret = one(own, 'Secret');
