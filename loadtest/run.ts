@@ -7,8 +7,11 @@ import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { startServer, type ServerProcess } from '../bench/lib/server-process.ts';
+import { randomBytes } from 'node:crypto';
 import { copyAdapters } from './lib/adapter-copies.ts';
-import { drawIndex, expandBody, loadScenario, zipfCdf, type Scenario } from './lib/scenario.ts';
+import { AdminClient, startDuring } from './lib/admin.ts';
+import { answerText, ConsistencyCheck } from './lib/consistency.ts';
+import { drawIndex, expandBody, loadScenario, zipfCdf, type Scenario, type Vars } from './lib/scenario.ts';
 import { judge, metricTotal, summarize, tokensIn, type Summary } from './lib/summary.ts';
 
 function usage(message: string): never {
@@ -36,8 +39,12 @@ async function baseModelId(url: string): Promise<string> {
   return base.id;
 }
 
-async function run(scenario: Scenario, url: string, adapterIds: readonly string[], seconds: number): Promise<Summary> {
-  const base = await baseModelId(url);
+/** What one connection is waiting for (autocannon keeps one request in flight per connection). */
+interface ConnectionContext {
+  template?: number;
+}
+
+async function run(scenario: Scenario, url: string, vars: Vars, adapterIds: readonly string[], seconds: number, consistency?: ConsistencyCheck): Promise<Summary> {
   const random = seeded(1234);
   const weights = scenario.requests.map((r) => r.weight);
   const total = weights.reduce((a, b) => a + b, 0);
@@ -55,20 +62,27 @@ async function run(scenario: Scenario, url: string, adapterIds: readonly string[
     timeout: 60,
     requests: [
       {
-        setupRequest: (request) => {
-          const template = scenario.requests[drawIndex(requestCdf, random())]!;
+        setupRequest: (request, context: ConnectionContext) => {
+          const index = drawIndex(requestCdf, random());
+          const template = scenario.requests[index]!;
           const adapter = adapterIds.length > 0 ? adapterIds[drawIndex(adapterCdf, random())] : undefined;
+          context.template = index;
           return {
             ...request,
             method: template.method,
             path: template.path,
             headers: { 'content-type': 'application/json' },
-            body: expandBody(template.body, { base, adapter }),
+            body: expandBody(template.body, { ...vars, adapter }),
           };
         },
-        onResponse: (status, body) => {
+        onResponse: (status, body, context: ConnectionContext, headers) => {
           statuses.set(status, (statuses.get(status) ?? 0) + 1);
-          if (status < 300) completionTokens += tokensIn(body);
+          if (status >= 300) return;
+          completionTokens += tokensIn(body);
+          if (!consistency) return;
+          const name = Object.keys(headers ?? {}).find((k) => k.toLowerCase() === consistency.header);
+          const value = name === undefined ? undefined : headers![name];
+          consistency.record(context.template ?? -1, Array.isArray(value) ? value.join(',') : value, answerText(body));
         },
       },
     ],
@@ -93,10 +107,11 @@ async function main(): Promise<void> {
   let server: ServerProcess | undefined;
   let adapterIds: string[] = [];
   let cleanup = async (): Promise<void> => {};
+  const adminToken = process.env['PATCHBAY_ADMIN_TOKEN'] ?? randomBytes(16).toString('hex');
   try {
     let url = values.url;
     if (!url) {
-      const env = { ...scenario.server.env };
+      const env: Record<string, string> = { ...scenario.server.env, PATCHBAY_ADMIN_TOKEN: adminToken };
       if (scenario.adapterCopies) {
         const copies = await copyAdapters(scenario.adapterCopies);
         env['PATCHBAY_ADAPTER_DIR'] = copies.dir;
@@ -109,11 +124,27 @@ async function main(): Promise<void> {
       usage(`scenario ${scenario.name} creates its own adapters; run it without --url`);
     }
     process.stdout.write(`loadtest ${scenario.name}: ${scenario.description}\n  ${scenario.connections} connections, ${seconds} s, ${url}\n`);
-    const summary = await run(scenario, url, adapterIds, seconds);
+    const admin = new AdminClient(url, adminToken);
+    const vars: Vars = { base: await baseModelId(url), ...(await admin.discover(scenario.admin?.discover ?? {})) };
+    for (const call of scenario.admin?.setup ?? []) await admin.call(call, vars);
+    const consistency = scenario.consistentBy ? new ConsistencyCheck(scenario.consistentBy.toLowerCase()) : undefined;
+    const during = startDuring(admin, scenario, vars);
+    const summary = await run(scenario, url, vars, adapterIds, seconds, consistency);
+    const adminDuring = await during.stop();
     const metrics = await (await fetch(`${url}/metrics`)).text();
     const watched = Object.keys(scenario.thresholds.metricsAtLeast);
     if (watched.length > 0) summary.lines.push(`  ${watched.map((m) => `${m} ${metricTotal(metrics, m) ?? 'absent'}`).join(', ')}`);
     const failures = judge(summary, scenario.thresholds, metrics);
+    if (scenario.admin?.during) {
+      summary.lines.push(`  admin calls during the load: ${adminDuring.calls}`);
+      if (adminDuring.error) failures.push(`an admin call failed: ${adminDuring.error.message}`);
+      if (adminDuring.calls === 0) failures.push('no admin call completed during the load');
+    }
+    if (consistency) {
+      const { values: seen, torn } = consistency.verdict();
+      summary.lines.push(`  ${consistency.header}: ${seen} distinct value(s), ${torn.length} torn group(s)`);
+      failures.push(...torn.map((t) => `torn output: ${t}`));
+    }
     process.stdout.write(`${summary.lines.join('\n')}\n  machine: ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)} (1 min) at the end\n`);
     for (const f of failures) process.stdout.write(`THRESHOLD FAILED: ${f}\n`);
     process.stdout.write(failures.length === 0 ? `loadtest ${scenario.name}: all thresholds met\n` : '');

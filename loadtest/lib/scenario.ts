@@ -11,7 +11,17 @@ const requestTemplate = z.object({
   weight: z.number().positive().default(1),
   path: z.string().startsWith('/'),
   method: z.enum(['POST', 'GET']).default('POST'),
-  /** JSON body; the string "$base" is replaced by the base model id, "$adapter" by an id from the mix. */
+  /**
+   * JSON body. A string value that is exactly "$name" is replaced: "$base" by the base model id, "$adapter" by
+   * an id from the adapter mix, any other name by what `discover` found.
+   */
+  body: z.record(z.string(), z.unknown()).optional(),
+});
+
+const adminCall = z.object({
+  method: z.enum(['POST', 'GET', 'DELETE']).default('POST'),
+  /** May hold "$name" placeholders, e.g. /admin/patches/$patch/apply. */
+  path: z.string().startsWith('/'),
   body: z.record(z.string(), z.unknown()).optional(),
 });
 
@@ -28,6 +38,23 @@ export const scenarioSchema = z.object({
   /** How "$adapter" is drawn: Zipf over the ids with exponent s (rank 1 most popular). */
   models: z.object({ zipf: z.number().positive() }).optional(),
   requests: z.array(requestTemplate).min(1),
+  /**
+   * Admin API use (the runner sets PATCHBAY_ADMIN_TOKEN on the gateway it starts). `discover`: placeholder →
+   * admin route whose first listed id it takes (e.g. {"patch": "/admin/patches"}); `setup`: calls made once
+   * before the load; `during`: calls cycled every `everyMs` while the load runs (e.g. apply / remove a patch).
+   */
+  admin: z
+    .object({
+      discover: z.record(z.string().regex(/^[a-z]+$/), z.string().startsWith('/')).default({}),
+      setup: z.array(adminCall).default([]),
+      during: z.object({ everyMs: z.number().int().positive(), calls: z.array(adminCall).min(1) }).optional(),
+    })
+    .optional(),
+  /**
+   * Response header whose value must determine the answer: every 2xx answer with the same value of it has
+   * the same text (greedy requests), e.g. x-patchbay-base-version while patches switch — no torn output.
+   */
+  consistentBy: z.string().optional(),
   thresholds: z.object({
     /** Share of requests that may fail (non-2xx or transport error). */
     errorRate: z.number().min(0).max(1),
@@ -43,6 +70,9 @@ export const scenarioSchema = z.object({
 
 export type Scenario = z.infer<typeof scenarioSchema>;
 export type RequestTemplate = z.infer<typeof requestTemplate>;
+export type AdminCall = z.infer<typeof adminCall>;
+/** Placeholder values by name, without the "$". */
+export type Vars = Readonly<Record<string, string | undefined>>;
 
 export const SCENARIO_DIR = join(import.meta.dirname, '..', 'scenarios');
 
@@ -79,8 +109,17 @@ export function drawIndex(cdf: readonly number[], u: number): number {
   return lo;
 }
 
-/** The body of one request: the template with "$base" / "$adapter" substituted. */
-export function expandBody(body: Record<string, unknown> | undefined, ids: { base: string; adapter?: string }): string | undefined {
+/** The body of one request with its "$name" values substituted ("$adapter" falls back to the base). */
+export function expandBody(body: Record<string, unknown> | undefined, vars: Vars): string | undefined {
   if (!body) return undefined;
-  return JSON.stringify(body, (_k, v: unknown) => (v === '$base' ? ids.base : v === '$adapter' ? (ids.adapter ?? ids.base) : v));
+  return JSON.stringify(body, (_k, v: unknown) => {
+    if (typeof v !== 'string' || !v.startsWith('$')) return v;
+    const name = v.slice(1);
+    return vars[name] ?? (name === 'adapter' ? vars['base'] : v);
+  });
+}
+
+/** A path with its "$name" segments substituted. */
+export function expandPath(path: string, vars: Vars): string {
+  return path.replace(/\$([a-z]+)/g, (whole, name: string) => (vars[name] === undefined ? whole : encodeURIComponent(vars[name]!)));
 }

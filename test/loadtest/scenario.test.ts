@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { describe, it } from 'node:test';
-import { drawIndex, expandBody, loadScenario, SCENARIO_DIR, zipfCdf } from '../../loadtest/lib/scenario.ts';
+import { answerText, ConsistencyCheck } from '../../loadtest/lib/consistency.ts';
+import { drawIndex, expandBody, expandPath, loadScenario, SCENARIO_DIR, zipfCdf } from '../../loadtest/lib/scenario.ts';
 import { judge, metricTotal, percentile, tokensIn, type Summary } from '../../loadtest/lib/summary.ts';
 
 describe('load scenarios', () => {
@@ -34,6 +35,23 @@ describe('load scenarios', () => {
     const body = expandBody({ model: '$adapter', prompt: '$base is literal only as a whole value', n: 1 }, { base: 'b', adapter: 'a1' });
     assert.deepEqual(JSON.parse(body!), { model: 'a1', prompt: '$base is literal only as a whole value', n: 1 });
     assert.equal(JSON.parse(expandBody({ model: '$adapter' }, { base: 'b' })!).model, 'b');
+    assert.deepEqual(JSON.parse(expandBody({ patches: [{ id: '$patch', alpha: 1 }] }, { patch: 'rws-typos' })!), { patches: [{ id: 'rws-typos', alpha: 1 }] });
+    assert.equal(expandPath('/admin/patches/$patch/apply', { patch: 'a b' }), '/admin/patches/a%20b/apply');
+    assert.equal(expandPath('/admin/patches/$unknown/apply', {}), '/admin/patches/$unknown/apply');
+  });
+
+  it('finds torn output: different greedy answers under one header value', () => {
+    const check = new ConsistencyCheck('x-patchbay-base-version');
+    check.record(0, '0', 'ROMEO. But soft');
+    check.record(0, '0', 'ROMEO. But soft');
+    check.record(0, '1', 'ROMEO. But hard');
+    check.record(1, '1', 'another prompt, another answer');
+    assert.deepEqual(check.verdict(), { values: 2, torn: [] });
+    check.record(0, '1', 'ROMEO. But torn');
+    assert.deepEqual(check.verdict().torn, ['x-patchbay-base-version=1 (request 0): 2 different answers']);
+    assert.equal(answerText('{"choices":[{"text":"abc"}]}'), 'abc');
+    assert.equal(answerText('{"choices":[{"message":{"content":"hi"}}]}'), 'hi');
+    assert.equal(answerText('data: {"choices":[{"text":"a"}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\ndata: [DONE]\n\n'), 'ab');
   });
 
   it('counts completion tokens in JSON answers and SSE streams', () => {
