@@ -1,12 +1,26 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { BatchKv, pastNames, presentNames, type KvShape } from './batch-kv.ts';
 import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
+import { LOGITS_START_INPUT } from './graph/logits-slice.ts';
+
+export interface ForwardOptions {
+  /**
+   * How many trailing positions of the (left-padded) step need logits; default 1, the last. A graph
+   * rewritten by graph/logits-slice.ts then skips lm_head for the others; other graphs compute all.
+   */
+  tail?: number;
+}
 
 export interface ForwardResult {
   /** Logits of each row's last real position, [vocab] per row. */
   logits: Float32Array[];
-  /** All logits, [rows, width, vocab] with rows left-padded to `width` (tests and scoring read these). */
+  /**
+   * Logits of the step's last `logitsWidth` positions, [rows, logitsWidth, vocab], rows left-padded to
+   * `width`: position p of the padded step is at p − (width − logitsWidth). `logitsWidth` is what the call
+   * asked for (`tail`), or `width` on a graph without the logits slice.
+   */
   allLogits: Float32Array;
+  logitsWidth: number;
   width: number;
   kv: BatchKv;
   /** Which graph ran: the branch-free one (no row had factors) or the one with delta branches. */
@@ -60,7 +74,12 @@ export class Engine {
   }
 
   /** `deltaFeeds` undefined = no row carries factors (then the plain session runs, if there is one). */
-  async forward(kv: BatchKv, tokens: readonly (readonly number[])[], deltaFeeds?: Record<string, Tensor>): Promise<ForwardResult> {
+  async forward(
+    kv: BatchKv,
+    tokens: readonly (readonly number[])[],
+    deltaFeeds?: Record<string, Tensor>,
+    opts: ForwardOptions = {},
+  ): Promise<ForwardResult> {
     const rows = tokens.length;
     const width = Math.max(...tokens.map((t) => t.length));
     const ids = new BigInt64Array(rows * width);
@@ -78,14 +97,28 @@ export class Engine {
       position_ids: new Tensor('int64', positions, [rows, width]),
     };
     const plain = !deltaFeeds && this.plainSession !== undefined;
+    const session = plain ? this.plainSession! : this.session;
     if (!plain) Object.assign(feeds, deltaFeeds ?? this.noDeltas(rows));
+    if (session.inputNames.includes(LOGITS_START_INPUT)) {
+      const tail = Math.min(width, Math.max(1, opts.tail ?? 1));
+      feeds[LOGITS_START_INPUT] = new Tensor('int64', BigInt64Array.of(BigInt(-tail)), [1]);
+    }
     this.past.forEach((name, i) => (feeds[name] = kv.tensors[i]!));
-    const out = await (plain ? this.plainSession! : this.session).run(feeds, this.fetches);
-    const logits = out['logits']!.data as Float32Array;
+    const out = await session.run(feeds, this.fetches);
+    const logitsTensor = out['logits']!;
+    const logits = logitsTensor.data as Float32Array;
+    const logitsWidth = logitsTensor.dims[1]!;
     const vocab = this.vocabSize;
-    const last = tokens.map((_, b) => logits.slice(((b + 1) * width - 1) * vocab, (b + 1) * width * vocab));
+    const last = tokens.map((_, b) => logits.slice(((b + 1) * logitsWidth - 1) * vocab, (b + 1) * logitsWidth * vocab));
     const presents = this.present.map((name) => out[name]!);
-    return { logits: last, allLogits: logits, width, graph: plain ? 'plain' : 'delta', kv: kv.advance(presents, width, tokens.map((t) => t.length)) };
+    return {
+      logits: last,
+      allLogits: logits,
+      logitsWidth,
+      width,
+      graph: plain ? 'plain' : 'delta',
+      kv: kv.advance(presents, width, tokens.map((t) => t.length)),
+    };
   }
 
   /** Frees the sessions (a retired base version's, once its last sequence ended). Idempotent. */

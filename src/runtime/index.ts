@@ -4,10 +4,10 @@ import { readModelInfo, type ModelInfo } from './model-config.ts';
 import { ContinuousBatchScheduler, type Scheduler, type StepEvent } from './scheduler.ts';
 import { createSession, type Device } from './session.ts';
 import { HfTokenizer, type TextTokenizer } from './tokenizer.ts';
-import { addDeltaBranches, withNBitsAccuracy, type DeltaRewrite, type DeltaSelection, type NBitsAccuracy } from './graph/index.ts';
+import { addDeltaBranches, sliceLogits, withNBitsAccuracy, type DeltaRewrite, type DeltaSelection, type NBitsAccuracy } from './graph/index.ts';
 import type { DeltaLayer } from './delta-feeds.ts';
 import { findLinearLayers } from './graph/linear-layers.ts';
-import { decodeModel } from './graph/onnx.ts';
+import { decodeModel, encodeModel } from './graph/onnx.ts';
 import { BaseVersions, type SwapEvent } from './versions/base-versions.ts';
 import { InitializerTable } from './versions/initializer-table.ts';
 
@@ -44,6 +44,12 @@ export interface RuntimeOptions {
    * Undefined keeps what the model file says.
    */
   nbitsAccuracy?: NBitsAccuracy;
+  /**
+   * Compute logits only for the positions a step needs (graph/logits-slice.ts): the last one, or a prompt's
+   * every position when a request asks for prompt logprobs. Default true; false serves the graph's full
+   * logits (benchmarks compare the two).
+   */
+  sliceLogits?: boolean;
   onStep?: (event: StepEvent) => void;
   /** Every base-version switch (or failed build), for spans and metrics. */
   onSwap?: (event: SwapEvent) => void;
@@ -71,21 +77,24 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const tokenizer = await HfTokenizer.load(model.dir);
   const stored = new Uint8Array(await readFile(model.onnxPath));
   const original = opts.nbitsAccuracy === undefined ? stored : withNBitsAccuracy(stored, opts.nbitsAccuracy);
-  const rewrite = opts.deltaSelection === 'none' ? undefined : addDeltaBranches(original, opts.deltaSelection);
+  // One decode serves both rewrites: the logits slice first, so a delta branch on lm_head reads the slice.
+  const proto = decodeModel(original);
+  const plainBytes = opts.sliceLogits !== false && sliceLogits(proto) ? encodeModel(proto) : original;
+  const rewrite = opts.deltaSelection === 'none' ? undefined : addDeltaBranches(proto, opts.deltaSelection);
   const deltaLayers: DeltaLayer[] = rewrite?.layers ?? [];
   const sessionOptions = { device: opts.device, threads: opts.threads };
   const wantPlain = opts.plainSession ?? 'auto';
   const keepPlain = rewrite !== undefined && (wantPlain === 'on' || (wantPlain === 'auto' && original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES));
   // The pristine bytes of each graph stay in memory: every base version is built from them (versions/).
-  const servedTable = InitializerTable.of(rewrite?.bytes ?? original);
-  const plainTable = keepPlain ? InitializerTable.of(original) : undefined;
+  const servedTable = InitializerTable.of(rewrite?.bytes ?? plainBytes);
+  const plainTable = keepPlain ? InitializerTable.of(plainBytes) : undefined;
   const engineFrom = async (baseVersion: number, tensors: ReadonlyMap<string, Float32Array>) => {
     const session = await createSession(tensors.size > 0 ? servedTable.patched(tensors) : servedTable.bytes, sessionOptions);
     const plainSession = plainTable && (await createSession(tensors.size > 0 ? plainTable.patched(tensors) : plainTable.bytes, sessionOptions));
     return new Engine({ session, plainSession, deltaLayers, shape: model, vocabSize: model.vocabSize, baseVersion });
   };
   const linearWeights = new Map(
-    (rewrite?.linearLayers ?? findLinearLayers(decodeModel(original))).map((l) => [l.name, { initializer: l.weightName, dIn: l.dIn, dOut: l.dOut }]),
+    (rewrite?.linearLayers ?? findLinearLayers(proto)).map((l) => [l.name, { initializer: l.weightName, dIn: l.dIn, dOut: l.dOut }]),
   );
   const versions = new BaseVersions({
     initial: await engineFrom(0, new Map()),

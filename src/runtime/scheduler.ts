@@ -1,6 +1,7 @@
 import type { Tensor } from 'onnxruntime-node';
 import { PatchbayError } from '../errors.ts';
 import { BatchKv, pack, type RowRef } from './batch-kv.ts';
+import { prefill } from './prefill.ts';
 import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
 import type { Engine } from './engine.ts';
 import { Sequence } from './sequence.ts';
@@ -9,6 +10,11 @@ import type { GenerationHandle, GenerationRequest } from './types.ts';
 
 export interface Scheduler {
   submit(request: GenerationRequest): GenerationHandle;
+  /**
+   * n completions of one prompt (OpenAI's `n`): admitted together and prefilled once (prefill.ts). Member j
+   * samples with seed + j when a seed is set. n is at most the batch size.
+   */
+  submitMany(request: GenerationRequest, n: number): GenerationHandle[];
   /** Stops admitting new requests; resolves once every queued and running sequence has finished. */
   drain(): Promise<void>;
   readonly activeCount: number;
@@ -87,24 +93,38 @@ export class ContinuousBatchScheduler implements Scheduler {
   }
 
   submit(request: GenerationRequest): GenerationHandle {
+    return this.submitMany(request, 1)[0]!;
+  }
+
+  submitMany(request: GenerationRequest, n: number): GenerationHandle[] {
+    if (!Number.isInteger(n) || n < 1 || n > this.opts.maxBatch) {
+      throw new PatchbayError({ status: 400, code: 'invalid_value', param: 'n', message: `n must be between 1 and ${this.opts.maxBatch} (the batch size) on this server.` });
+    }
     if (this.draining) {
       throw new PatchbayError({ status: 503, code: 'shutting_down', message: 'the server is shutting down' });
     }
     this.validate(request);
     // A request that a free batch slot will take at the next step is not queued; only the rest count.
     const freeSlots = Math.max(0, this.opts.maxBatch - this.activeCount - this.prefilling);
-    if (this.waiting.length >= this.opts.maxQueue + freeSlots) {
+    if (this.waiting.length + n - 1 >= this.opts.maxQueue + freeSlots) {
       throw new PatchbayError({
         status: 429,
         code: 'queue_full',
         message: `the request queue is full (${this.opts.maxQueue} waiting); retry later`,
       });
     }
-    const seq = new Sequence(request, this.tokenizer, this.opts.eosTokenIds);
-    this.waiting.push(seq);
-    request.signal?.addEventListener('abort', () => this.cancelWaiting(seq), { once: true });
+    const group = n > 1 ? {} : undefined;
+    const seqs = Array.from({ length: n }, (_, j) => {
+      const seed = request.sampling.seed;
+      const member = j === 0 || seed === undefined ? request : { ...request, sampling: { ...request.sampling, seed: seed + j } };
+      return new Sequence(member, this.tokenizer, this.opts.eosTokenIds, group);
+    });
+    for (const seq of seqs) {
+      this.waiting.push(seq);
+      request.signal?.addEventListener('abort', () => this.cancelWaiting(seq), { once: true });
+    }
     this.kick();
-    return seq;
+    return seqs;
   }
 
   async drain(): Promise<void> {
@@ -165,7 +185,8 @@ export class ContinuousBatchScheduler implements Scheduler {
   private async admit(): Promise<void> {
     const room = this.opts.maxBatch - this.activeCount;
     if (room <= 0 || this.waiting.length === 0) return;
-    const admitted = this.waiting.splice(0, room);
+    const admitted = this.waiting.splice(0, admissible(this.waiting, room));
+    if (admitted.length === 0) return;
     this.prefilling = admitted.length;
     const started = performance.now();
     // Every newcomer leases the current version; they all get the same one (no await in between).
@@ -176,18 +197,16 @@ export class ContinuousBatchScheduler implements Scheduler {
     }
     const { id, engine } = admitted[0]!.lease!.version;
     try {
-      const feeds = this.factorsFor(admitted);
-      const result = await engine.forward(BatchKv.empty(engine.shape, admitted.length), admitted.map((s) => s.promptIds), feeds);
-      this.report('prefill', admitted.length, admitted.reduce((n, s) => n + s.promptIds.length, 0), started, result.graph);
-      admitted.forEach((seq, b) => seq.step(result.logits[b]!));
+      const outcome = await prefill(engine, admitted, (rows) => this.factorsFor(rows));
+      this.report('prefill', outcome.rows, outcome.tokens, started, outcome.result.graph);
       const batch = this.batches.get(id) ?? { engine, rows: [], kv: undefined, deltaFeeds: undefined };
       this.batches.set(id, batch);
       const keep: RowRef[] = batch.rows.map((_, row) => ({ from: batch.kv!, row }));
       const joined: Sequence[] = [];
-      admitted.forEach((seq, row) => {
+      admitted.forEach((seq, i) => {
         if (seq.finished) return seq.leave();
         joined.push(seq);
-        keep.push({ from: result.kv, row });
+        keep.push(outcome.refs[i]!);
       });
       this.setRows(batch, [...batch.rows, ...joined], keep);
     } catch (error) {
@@ -247,4 +266,17 @@ export class ContinuousBatchScheduler implements Scheduler {
   private report(kind: StepEvent['kind'], rows: number, tokens: number, started: number, graph: StepEvent['graph']): void {
     this.opts.onStep?.({ kind, rows, tokens, ms: performance.now() - started, graph });
   }
+}
+
+/** How many waiting sequences to admit into `room` slots: whole `n` groups only, in arrival order. */
+function admissible(waiting: readonly Sequence[], room: number): number {
+  let take = 0;
+  while (take < waiting.length) {
+    const group = waiting[take]!.group;
+    let end = take + 1;
+    while (group && end < waiting.length && waiting[end]!.group === group) end++;
+    if (end > room) break;
+    take = end;
+  }
+  return take;
 }

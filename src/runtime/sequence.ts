@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { EngineLease } from './scheduler.ts';
+import { LogitsProcessor } from './logits-processors.ts';
+import { tokenLogprob, type TokenLogprob } from './logprobs.ts';
 import { Sampler } from './sampler.ts';
 import { StopStrings } from './stop-strings.ts';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizer.ts';
@@ -23,6 +25,10 @@ export class Sequence implements GenerationHandle {
   readonly generated: number[] = [];
   readonly delta: DeltaBinding | undefined;
   readonly signal: AbortSignal | undefined;
+  /** Alternatives per prompt-token logprob; undefined = the prompt's logprobs are not needed. */
+  readonly promptLogprobsTop: number | undefined;
+  /** Sequences of one `n` > 1 request share this token: admitted together, prefilled once. */
+  readonly group: object | undefined;
   readonly result: Promise<GenerationResult>;
   readonly enqueuedAt = performance.now();
   startedAt: number | undefined;
@@ -35,11 +41,23 @@ export class Sequence implements GenerationHandle {
   finishReason: FinishReason | undefined;
 
   private readonly maxTokens: number;
+  private readonly minTokens: number;
+  /** EOS (unless ignored) and stop_token_ids: the sequence ends on them and does not keep them. */
   private readonly eos: ReadonlySet<number>;
   private readonly sampler: Sampler;
+  private readonly processor: LogitsProcessor | undefined;
+  /** Alternatives per generated-token logprob; undefined = logprobs not asked for. */
+  private readonly logprobsTop: number | undefined;
+  private readonly tokenLogprobs: TokenLogprob[] = [];
+  /** Logprob entries not yet handed out with an event. */
+  private pendingLogprobs: TokenLogprob[] = [];
+  /** The logprob of the EOS / stop token that ended the sequence, sent with the last event. */
+  private endLogprob: TokenLogprob | undefined;
+  private promptLogprobs: (TokenLogprob | null)[] | undefined;
   private readonly decoder: IncrementalDecoder;
   private readonly stops: StopStrings;
   private text = '';
+  private stoppedByString = false;
   private emitted = 0;
   private readonly events: StreamEvent[] = [];
   private wake: (() => void) | undefined;
@@ -47,13 +65,19 @@ export class Sequence implements GenerationHandle {
   private rejectResult!: (e: unknown) => void;
   private error: unknown;
 
-  constructor(request: GenerationRequest, tokenizer: TextTokenizer, eosTokenIds: readonly number[]) {
+  constructor(request: GenerationRequest, tokenizer: TextTokenizer, eosTokenIds: readonly number[], group?: object) {
     this.promptIds = request.promptIds;
+    this.promptLogprobsTop = request.promptLogprobs;
+    this.group = group;
     this.delta = request.delta;
     this.signal = request.signal;
-    this.maxTokens = request.sampling.maxTokens;
-    this.eos = new Set(request.sampling.ignoreEos ? [] : eosTokenIds);
-    this.sampler = new Sampler(request.sampling);
+    const sampling = request.sampling;
+    this.maxTokens = sampling.maxTokens;
+    this.minTokens = sampling.minTokens ?? 0;
+    this.eos = new Set([...(sampling.ignoreEos ? [] : eosTokenIds), ...(sampling.stopTokenIds ?? [])]);
+    this.sampler = new Sampler(sampling);
+    this.processor = LogitsProcessor.create(sampling, request.promptIds, [...this.eos]);
+    this.logprobsTop = request.logprobs;
     this.decoder = new IncrementalDecoder(tokenizer);
     this.stops = new StopStrings(request.sampling.stop);
     this.result = new Promise((resolve, reject) => {
@@ -77,19 +101,47 @@ export class Sequence implements GenerationHandle {
     return this.generated.length > 0 ? this.generated[this.generated.length - 1]! : this.promptIds[this.promptIds.length - 1]!;
   }
 
+  /**
+   * The end of this sequence's prefill: `logits` are its last position's, `promptLogprobs` (when asked for)
+   * its prompt's. With max_tokens 0 nothing is sampled (scoring only). Returns true when the sequence is done.
+   * `logits` may be shared with other rows of an n > 1 group: nothing here writes to it.
+   */
+  prefilled(logits: Float32Array, promptLogprobs?: (TokenLogprob | null)[]): boolean {
+    this.promptLogprobs = promptLogprobs;
+    if (promptLogprobs) {
+      this.events.push({ tokenId: -1, text: '', promptLogprobs });
+      this.wakeConsumer();
+    }
+    if (this.maxTokens > 0) return this.step(logits);
+    this.firstTokenAt ??= performance.now();
+    this.finish('length');
+    return true;
+  }
+
   /** Samples from this row's logits and records the token; returns true when the sequence is done. */
   step(logits: Float32Array): boolean {
-    const token = this.sampler.next(logits);
+    const token = this.sampler.next(this.processor ? this.processor.apply(logits) : logits);
+    this.processor?.observe(token);
     this.firstTokenAt ??= performance.now();
+    // An ending token is not kept in the text or tokenIds, but its logprob is reported (as vLLM does):
+    // lm-eval's echo scoring with max_tokens 1 counts on exactly one generated entry.
+    if (this.logprobsTop !== undefined) {
+      const entry = tokenLogprob(logits, token, this.logprobsTop);
+      this.tokenLogprobs.push(entry);
+      if (this.eos.has(token)) this.endLogprob = entry;
+      else this.pendingLogprobs.push(entry);
+    }
     if (this.eos.has(token)) {
       this.finish('stop', token);
       return true;
     }
     this.generated.push(token);
     this.text += this.decoder.push(token);
-    const stopAt = this.stops.firstMatch(this.text, this.emitted);
+    // vLLM: before min_tokens, stop strings do not end the sequence either.
+    const stopAt = this.generated.length < this.minTokens ? -1 : this.stops.firstMatch(this.text, this.emitted);
     if (stopAt >= 0) {
       this.text = this.text.slice(0, stopAt);
+      this.stoppedByString = true;
       this.finish('stop', token);
       return true;
     }
@@ -112,6 +164,9 @@ export class Sequence implements GenerationHandle {
       completionTokens: this.generated.length,
       finishReason: reason,
       baseVersion: this.baseVersion ?? -1,
+      ...(this.logprobsTop !== undefined ? { logprobs: [...this.tokenLogprobs] } : {}),
+      ...(this.stoppedByString ? { stoppedByString: true } : {}),
+      ...(this.promptLogprobs ? { promptLogprobs: this.promptLogprobs } : {}),
       queueMs: (this.startedAt ?? performance.now()) - this.enqueuedAt,
       ...(this.startedAt !== undefined && this.firstTokenAt !== undefined ? { prefillMs: this.firstTokenAt - this.startedAt } : {}),
     });
@@ -132,10 +187,14 @@ export class Sequence implements GenerationHandle {
   }
 
   private emit(tokenId: number, upTo: number): void {
-    if (upTo <= this.emitted && tokenId < 0) return;
+    const end = this.endLogprob;
+    this.endLogprob = undefined;
+    if (upTo <= this.emitted && tokenId < 0 && this.pendingLogprobs.length === 0 && !end) return;
     const text = upTo > this.emitted ? this.text.slice(this.emitted, upTo) : '';
     this.emitted = Math.max(this.emitted, upTo);
-    this.events.push({ tokenId, text });
+    const logprobs = this.pendingLogprobs;
+    this.pendingLogprobs = [];
+    this.events.push({ tokenId, text, ...(logprobs.length > 0 ? { logprobs } : {}), ...(end ? { endLogprob: end } : {}) });
     this.wakeConsumer();
   }
 

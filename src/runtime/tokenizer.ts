@@ -3,12 +3,15 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { PatchbayError } from '../errors.ts';
 import { ChatTemplate } from './chat-template.ts';
+import { TokenBytes } from './token-bytes.ts';
 import type { ChatMessage } from './types.ts';
 
 export interface TextTokenizer {
   encode(text: string): number[];
   decode(ids: number[]): string;
   applyChatTemplate(messages: ChatMessage[]): string;
+  /** The raw bytes of one vocabulary entry (token-bytes.ts), for logprobs. */
+  tokenBytes(id: number): Uint8Array;
 }
 
 interface TokenizerConfig {
@@ -21,10 +24,16 @@ const tokenText = (t: TokenizerConfig['bos_token']) => (typeof t === 'object' ? 
 
 /** Hugging Face `tokenizer.json` + `tokenizer_config.json`, through the pure-JS @huggingface/tokenizers. */
 export class HfTokenizer implements TextTokenizer {
+  private readonly bytes: TokenBytes;
+
   private constructor(
     private readonly tokenizer: Tokenizer,
     private readonly chat: ChatTemplate,
-  ) {}
+    json: { decoder?: object | null; added_tokens?: Array<{ id: number; special?: boolean }> },
+  ) {
+    const special = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
+    this.bytes = new TokenBytes((id) => tokenizer.id_to_token(id), json.decoder, special);
+  }
 
   static async load(modelDir: string): Promise<HfTokenizer> {
     let json: object;
@@ -43,7 +52,7 @@ export class HfTokenizer implements TextTokenizer {
       ? config.chat_template.find((t) => t.name === 'default')?.template
       : config.chat_template;
     const chat = new ChatTemplate(template, { bos_token: tokenText(config.bos_token), eos_token: tokenText(config.eos_token) });
-    return new HfTokenizer(new Tokenizer(json, config), chat);
+    return new HfTokenizer(new Tokenizer(json, config), chat, json);
   }
 
   encode(text: string): number[] {
@@ -57,6 +66,10 @@ export class HfTokenizer implements TextTokenizer {
 
   applyChatTemplate(messages: ChatMessage[]): string {
     return this.chat.render(messages);
+  }
+
+  tokenBytes(id: number): Uint8Array {
+    return this.bytes.bytes(id);
   }
 }
 

@@ -1,4 +1,7 @@
 /** Shared runtime contracts: what the HTTP layer hands the scheduler and what it gets back. */
+import type { TokenLogprob } from './logprobs.ts';
+
+export type { TokenLogprob, TopLogprob } from './logprobs.ts';
 
 export interface SamplingParams {
   maxTokens: number;
@@ -14,6 +17,18 @@ export interface SamplingParams {
   stop: string[];
   /** Keep generating past EOS (vLLM's `ignore_eos`): fixed-length runs for benchmarks and load tests. */
   ignoreEos?: boolean;
+  /** OpenAI: subtracted once from the logit of every token generated so far (−2…2). */
+  presencePenalty?: number;
+  /** OpenAI: subtracted per occurrence from the logit of every token generated so far (−2…2). */
+  frequencyPenalty?: number;
+  /** vLLM/HF: > 1 discourages tokens of the prompt and the output (divides positive logits, multiplies negative). */
+  repetitionPenalty?: number;
+  /** OpenAI: token id → bias added to its logit (−100 bans, +100 forces in practice). */
+  logitBias?: ReadonlyMap<number, number>;
+  /** vLLM: EOS and stop_token_ids are banned (and stop strings not checked) until this many tokens exist. */
+  minTokens?: number;
+  /** vLLM: these token ids end the sequence like EOS (finish_reason `stop`; the token is not returned). */
+  stopTokenIds?: readonly number[];
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -37,7 +52,12 @@ export interface DeltaBinding {
 
 export interface GenerationRequest {
   promptIds: number[];
+  /** `maxTokens` 0 generates nothing: with `promptLogprobs` that scores the prompt (lm-eval's echo). */
   sampling: SamplingParams;
+  /** Logprobs of every generated token, with this many top alternatives (0: the token's own only). */
+  logprobs?: number;
+  /** Logprobs of every prompt token but the first (which has no context), with this many alternatives. */
+  promptLogprobs?: number;
   /** Aborting removes the sequence from the batch at the next step boundary. */
   signal?: AbortSignal;
   delta?: DeltaBinding;
@@ -47,6 +67,12 @@ export interface StreamEvent {
   tokenId: number;
   /** Newly decoded text since the previous event (may be '' while a multi-byte char is incomplete). */
   text: string;
+  /** With `logprobs`: the entries of the tokens generated since the previous event (the text may lag them). */
+  logprobs?: TokenLogprob[];
+  /** With `logprobs`: the EOS / stop token that ended the sequence (not part of the text), on the last event. */
+  endLogprob?: TokenLogprob;
+  /** With `promptLogprobs`: sent once, first, after the prefill (one entry per prompt token, the first null). */
+  promptLogprobs?: (TokenLogprob | null)[];
 }
 
 export interface GenerationResult {
@@ -59,6 +85,12 @@ export interface GenerationResult {
   baseVersion: number;
   /** Milliseconds spent queued before the first step. */
   queueMs: number;
+  /** With `logprobs`: one entry per token in `tokenIds`, plus one for the EOS / stop token that ended it. */
+  logprobs?: TokenLogprob[];
+  /** The text was cut at a stop string (tokens past the cut are in `tokenIds` but not in `text`). */
+  stoppedByString?: boolean;
+  /** With `promptLogprobs`: one entry per prompt token, the first null. */
+  promptLogprobs?: (TokenLogprob | null)[];
   /** Milliseconds from joining the batch to the first sampled token (its prefill run); absent when the
    *  sequence never left the queue. Decode time is the rest. */
   prefillMs?: number;

@@ -19,6 +19,7 @@ import { completionsRoute } from './routes/completions.ts';
 import { healthRoutes } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
+import { tokenizeRoutes } from './routes/tokenize.ts';
 import type { ServingState } from './state.ts';
 
 export interface AppDeps {
@@ -54,6 +55,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   modelsRoute(app, deps.state);
   completionsRoute(app, deps);
   chatRoute(app, deps);
+  tokenizeRoutes(app, deps.state);
   adminAdapterRoutes(app, deps.state);
 
   app.onError(onError);

@@ -13,12 +13,17 @@ export interface ServedModelInfo {
 
 export interface ServedTokenizer {
   encode(text: string): number[];
+  decode(ids: number[]): string;
   applyChatTemplate(messages: ChatMessage[]): string;
+  /** Raw bytes of one vocabulary entry, for logprobs. */
+  tokenBytes(id: number): Uint8Array;
 }
 
 export interface ServedScheduler {
   /** Throws PatchbayError: 429 queue full, 400 prompt + max_tokens over context, 503 draining. */
   submit(req: GenerationRequest): GenerationHandle;
+  /** n completions of one prompt, prefilled once; 400 (param `n`) above the batch size. */
+  submitMany(req: GenerationRequest, n: number): GenerationHandle[];
   drain(): Promise<void>;
   readonly activeCount: number;
   readonly queuedCount: number;

@@ -28,8 +28,8 @@ export interface GenerationPlan {
   operation: GenAiOperation;
   stream: boolean;
   attach: AttachFields;
-  /** Build the prompt once the runtime (and its tokenizer) is known to be loaded. */
-  promptIds: (tokenizer: ServedTokenizer) => number[];
+  /** Build the prompt(s) once the runtime (and its tokenizer) is known to be loaded; one choice group each. */
+  prompts: (tokenizer: ServedTokenizer) => number[][];
   /** Request field holding the prompt, named in errors. */
   promptParam: 'prompt' | 'messages';
   /** The client's max_tokens, or undefined to use `defaultMaxTokens(room)` (room = context − prompt). */
@@ -38,6 +38,25 @@ export interface GenerationPlan {
   maxTokensParam: string;
   defaultMaxTokens: (room: number) => number;
   sampling: Omit<SamplingParams, 'maxTokens'>;
+  /** Completions per prompt (OpenAI's `n`); each prompt is prefilled once for all of them. */
+  n: number;
+  /** Alternatives per generated-token logprob; undefined: none. */
+  logprobs?: number;
+  /** Alternatives per prompt-token logprob (completions' echo + logprobs); undefined: none. */
+  promptLogprobs?: number;
+}
+
+/** One choice of the response: prompt `promptIndex`, completion `index` (OpenAI: prompt · n + j). */
+export interface Choice {
+  index: number;
+  promptIndex: number;
+  handle: GenerationHandle;
+}
+
+/** A token event of one choice. */
+export interface ChoiceEvent {
+  index: number;
+  event: StreamEvent;
 }
 
 const overflow = (param: string, context: number, prompt: number, completion: number) =>
@@ -61,14 +80,35 @@ function linkToClient(c: Context<AppEnv>): { abort: AbortController; unlink: () 
   return { abort, unlink: () => client.removeEventListener('abort', cancel) };
 }
 
+/** Token ids a sampling field names must exist in the vocabulary. */
+function checkTokenIds(sampling: GenerationPlan['sampling'], vocabSize: number): void {
+  const outside = (ids: Iterable<number>) => [...ids].find((id) => id >= vocabSize);
+  const bias = outside(sampling.logitBias?.keys() ?? []);
+  if (bias !== undefined) {
+    throw new PatchbayError({ status: 400, code: 'invalid_value', param: 'logit_bias', message: `'logit_bias' names token ${bias}, outside the vocabulary (size ${vocabSize}).` });
+  }
+  const stop = outside(sampling.stopTokenIds ?? []);
+  if (stop !== undefined) {
+    throw new PatchbayError({ status: 400, code: 'invalid_value', param: 'stop_token_ids', message: `'stop_token_ids' names token ${stop}, outside the vocabulary (size ${vocabSize}).` });
+  }
+}
+
+/** Sums what the choices of one request used; the prompt of each prompt group counts once (OpenAI). */
+function combined(results: GenerationResult[], promptTokens: number): GenerationResult {
+  const first = results[0]!;
+  return { ...first, promptTokens, completionTokens: results.reduce((n, r) => n + r.completionTokens, 0) };
+}
+
 export class Generation {
-  #finished: Promise<GenerationResult> | undefined;
+  #finished: Promise<GenerationResult[]> | undefined;
 
   private constructor(
     private readonly c: Context<AppEnv>,
     private readonly deps: GenerationDeps,
     private readonly plan: GenerationPlan,
-    readonly handle: GenerationHandle,
+    readonly choices: Choice[],
+    /** Prompt token ids, one entry per prompt. */
+    readonly prompts: number[][],
     readonly resolution: Resolution,
     private readonly link: { abort: AbortController; unlink: () => void },
   ) {}
@@ -89,15 +129,21 @@ export class Generation {
     try {
       resolution = await span.within(() => resolver.resolve(plan.attach, link.abort.signal));
       const { contextLength, vocabSize } = runtime.model;
-      const promptIds = plan.promptIds(runtime.tokenizer);
-      const p = promptIds.length;
-      if (p === 0) throw new PatchbayError({ status: 400, code: 'invalid_value', param: plan.promptParam, message: `'${plan.promptParam}' must not be empty.` });
-      if (promptIds.some((id) => id >= vocabSize)) {
-        throw new PatchbayError({ status: 400, code: 'invalid_value', param: plan.promptParam, message: `'${plan.promptParam}' has token ids outside the vocabulary (size ${vocabSize}).` });
+      const prompts = plan.prompts(runtime.tokenizer);
+      let maxTokens = plan.maxTokens ?? contextLength;
+      for (const promptIds of prompts) {
+        const p = promptIds.length;
+        if (p === 0) throw new PatchbayError({ status: 400, code: 'invalid_value', param: plan.promptParam, message: `'${plan.promptParam}' must not be empty.` });
+        if (promptIds.some((id) => id >= vocabSize)) {
+          throw new PatchbayError({ status: 400, code: 'invalid_value', param: plan.promptParam, message: `'${plan.promptParam}' has token ids outside the vocabulary (size ${vocabSize}).` });
+        }
+        const wanted = plan.maxTokens ?? plan.defaultMaxTokens(contextLength - p);
+        // max_tokens 0 (scoring) may fill the context; anything that generates needs room for one token.
+        if (p > contextLength || (p === contextLength && wanted > 0)) throw overflow(plan.promptParam, contextLength, p, wanted || 1);
+        if (p + wanted > contextLength) throw overflow(plan.maxTokensParam, contextLength, p, wanted);
+        maxTokens = Math.min(maxTokens, wanted);
       }
-      if (p >= contextLength) throw overflow(plan.promptParam, contextLength, p, plan.maxTokens ?? 1);
-      const maxTokens = plan.maxTokens ?? plan.defaultMaxTokens(contextLength - p);
-      if (p + maxTokens > contextLength) throw overflow(plan.maxTokensParam, contextLength, p, maxTokens);
+      checkTokenIds(plan.sampling, vocabSize);
       const { temperature, topP, topK, seed } = plan.sampling;
       span.submitted({
         model: resolution.modelId,
@@ -109,18 +155,29 @@ export class Generation {
         topK,
         seed,
       });
-      const handle = runtime.scheduler.submit({
-        promptIds,
-        sampling: { ...plan.sampling, maxTokens },
-        signal: link.abort.signal,
-        ...(resolution.delta ? { delta: resolution.delta } : {}),
+      const choices: Choice[] = [];
+      prompts.forEach((promptIds, promptIndex) => {
+        const handles = runtime.scheduler.submitMany(
+          {
+            promptIds,
+            sampling: { ...plan.sampling, maxTokens: plan.maxTokens ?? plan.defaultMaxTokens(contextLength - promptIds.length) },
+            signal: link.abort.signal,
+            ...(resolution!.delta ? { delta: resolution!.delta } : {}),
+            ...(plan.logprobs !== undefined ? { logprobs: plan.logprobs } : {}),
+            ...(plan.promptLogprobs !== undefined ? { promptLogprobs: plan.promptLogprobs } : {}),
+          },
+          plan.n,
+        );
+        handles.forEach((handle, j) => choices.push({ index: promptIndex * plan.n + j, promptIndex, handle }));
       });
-      // Ended by the sequence itself, whether or not the route ever awaits the result.
-      void handle.result.then((result) => span.end(result), (err: unknown) => span.fail(err));
+      // Ended by the sequences themselves, whether or not the route ever awaits the results.
+      const promptTokens = prompts.reduce((n, p) => n + p.length, 0);
+      void Promise.all(choices.map((ch) => ch.handle.result)).then((results) => span.end(combined(results, promptTokens)), (err: unknown) => span.fail(err));
       deps.metrics.adapters.recordRequest(resolution.kind, resolution.modelId);
-      return new Generation(c, deps, plan, handle, resolution, link);
+      return new Generation(c, deps, plan, choices, prompts, resolution, link);
     } catch (err) {
       span.fail(err);
+      link.abort.abort(); // cancels the choices of earlier prompts if a later one was refused
       link.unlink();
       resolution?.release();
       throw err;
@@ -136,41 +193,58 @@ export class Generation {
     this.link.abort.abort();
   }
 
-  /** The base version serving this sequence, known once it joined the batch (so after the first event). */
+  /** The base version serving this request, known once its sequences joined the batch (after the first event). */
   get baseVersion(): number | undefined {
-    return this.handle.baseVersion;
+    return this.choices[0]!.handle.baseVersion;
   }
 
-  /** The token events; the first one is timed as time-to-first-token. */
-  async *events(): AsyncGenerator<StreamEvent> {
+  /** Prompt tokens as OpenAI's usage counts them: each prompt once, however many choices it has. */
+  get promptTokens(): number {
+    return this.prompts.reduce((n, p) => n + p.length, 0);
+  }
+
+  /**
+   * The token events of every choice, merged in arrival order; the first one is timed as time-to-first-token.
+   */
+  async *events(): AsyncGenerator<ChoiceEvent> {
     let first = true;
-    for await (const event of this.handle) {
+    const iterators = this.choices.map((ch) => ch.handle[Symbol.asyncIterator]());
+    const next = (i: number) => iterators[i]!.next().then((r) => ({ i, r }));
+    const pending = new Map(iterators.map((_, i) => [i, next(i)]));
+    while (pending.size > 0) {
+      const { i, r } = await Promise.race(pending.values());
+      if (r.done) {
+        pending.delete(i);
+        continue;
+      }
+      pending.set(i, next(i));
       if (first) {
         first = false;
         const seconds = (performance.now() - this.c.get('startedAt')) / 1000;
         this.deps.metrics.timeToFirstToken.observe({ route: this.plan.route, stream: String(this.plan.stream) }, seconds);
       }
-      yield event;
+      yield { index: this.choices[i]!.index, event: r.value };
     }
   }
 
-  /** Waits for the result and records it exactly once (metrics, access-log outcome, adapter release). */
-  finish(): Promise<GenerationResult> {
-    this.#finished ??= this.handle.result.then(
-      (result) => {
+  /** Waits for every choice's result (in choice order) and records them exactly once (metrics, log, release). */
+  finish(): Promise<GenerationResult[]> {
+    this.#finished ??= Promise.all(this.choices.map((ch) => ch.handle.result)).then(
+      (results) => {
         this.#settle();
+        const completionTokens = results.reduce((n, r) => n + r.completionTokens, 0);
         this.deps.metrics.recordGeneration(
           this.resolution.modelId,
-          result.promptTokens,
-          result.completionTokens,
-          result.finishReason === 'cancelled',
+          this.promptTokens,
+          completionTokens,
+          results.some((r) => r.finishReason === 'cancelled'),
         );
         this.c.set('outcome', {
           model: this.resolution.modelId,
-          promptTokens: result.promptTokens,
-          completionTokens: result.completionTokens,
+          promptTokens: this.promptTokens,
+          completionTokens,
         });
-        return result;
+        return results;
       },
       (err: unknown) => {
         this.#settle();

@@ -6,6 +6,10 @@
 import { z } from 'zod';
 
 const tokenId = z.number().int().min(0);
+/** Most choices per prompt the schema accepts; the runtime also caps n at its batch size. */
+export const MAX_N = 16;
+/** Most prompts in one completions request (each is its own group of n sequences). */
+export const MAX_PROMPTS = 64;
 
 const stopSchema = z
   .union([z.string(), z.array(z.string())], { error: 'stop must be a string or an array of strings' })
@@ -41,11 +45,21 @@ const sampling = {
   ignore_eos: z.boolean().nullish(),
   seed: z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullish(),
   stop: stopSchema.nullish(),
-  n: z
-    .number()
-    .int()
-    .refine((n) => n === 1, 'only n = 1 is supported: Patchbay returns one choice per request')
+  /** Choices per prompt; the runtime also caps it at the batch size (PATCHBAY_MAX_BATCH). */
+  n: z.number().int().min(1).max(MAX_N, `n must be between 1 and ${MAX_N}`).nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  /** Extension (vLLM): > 1 discourages repetition of prompt and output tokens. */
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
+  /** Token id (as a string key, OpenAI's shape) → bias in [−100, 100]. */
+  logit_bias: z
+    .record(z.string().regex(/^\d+$/, 'logit_bias keys must be token ids'), z.number().min(-100).max(100))
+    .refine((b) => Object.keys(b).length <= 300, 'logit_bias may name at most 300 tokens')
     .nullish(),
+  /** Extension (vLLM): no EOS / stop token / stop string ends the output before this many tokens. */
+  min_tokens: z.number().int().min(0).nullish(),
+  /** Extension (vLLM): token ids that end the output like EOS. */
+  stop_token_ids: z.array(tokenId).max(64).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
   user: z.string().nullish(),
@@ -54,13 +68,13 @@ const sampling = {
 
 /** [field, is this value harmless to ignore?] for OpenAI features Patchbay does not implement. */
 type Unsupported = [string, (v: unknown) => boolean];
-const isZero = (v: unknown) => v === 0;
-const isEmptyObject = (v: unknown) => typeof v === 'object' && v !== null && Object.keys(v).length === 0;
-const PENALTIES: Unsupported[] = [
-  ['presence_penalty', isZero],
-  ['frequency_penalty', isZero],
-  ['logit_bias', isEmptyObject],
-];
+
+/** Cross-field rules both bodies share. */
+function checkSampling(body: { min_tokens?: number | null | undefined; max_tokens?: number | null | undefined }, ctx: z.RefinementCtx): void {
+  if (body.min_tokens != null && body.max_tokens != null && body.min_tokens > body.max_tokens) {
+    ctx.addIssue({ code: 'custom', path: ['min_tokens'], message: 'min_tokens must not exceed max_tokens' });
+  }
+}
 
 function rejectUnsupported(fields: Unsupported[]) {
   return (body: Record<string, unknown>, ctx: z.RefinementCtx) => {
@@ -81,21 +95,19 @@ export const CompletionBody = z
     ...sampling,
     prompt: z
       .union([z.string(), z.array(z.string()), z.array(tokenId), z.array(z.array(tokenId))], {
-        error: 'prompt must be a string, an array with one string, or an array of token ids',
+        error: 'prompt must be a string, an array of strings, an array of token ids, or an array of those',
       })
       .refine((p) => typeof p === 'string' || p.length > 0, 'prompt must not be empty')
-      .refine(
-        (p) => typeof p === 'string' || typeof p[0] === 'number' || p.length === 1,
-        'only one prompt per request is supported',
-      ),
-    /** OpenAI's default for completions is 16. */
-    max_tokens: z.number().int().min(1).nullish(),
+      .refine((p) => typeof p === 'string' || typeof p[0] === 'number' || p.length <= MAX_PROMPTS, `at most ${MAX_PROMPTS} prompts per request`),
+    echo: z.boolean().nullish(),
+    /** OpenAI: logprobs of the k most likely tokens at each position, 0–5. */
+    logprobs: z.number().int().min(0).max(5).nullish(),
+    /** OpenAI's default for completions is 16; 0 with echo scores the prompt without generating. */
+    max_tokens: z.number().int().min(0).nullish(),
   })
+  .superRefine(checkSampling)
   .superRefine(
     rejectUnsupported([
-      ...PENALTIES,
-      ['echo', (v) => v === false],
-      ['logprobs', (v) => v === 0],
       ['best_of', (v) => v === 1],
       ['suffix', (v) => v === ''],
     ]),
@@ -112,19 +124,28 @@ const chatMessage = z.looseObject({
   name: z.string().nullish(),
 });
 
+/** Chat messages, also accepted by /tokenize. */
+export const ChatMessages = z.array(chatMessage).min(1, 'messages must contain at least one message');
+
 export const ChatBody = z
   .looseObject({
     ...sampling,
-    messages: z.array(chatMessage).min(1, 'messages must contain at least one message'),
+    messages: ChatMessages,
     max_tokens: z.number().int().min(1).nullish(),
     /** OpenAI's newer name for max_tokens; the same limit. */
     max_completion_tokens: z.number().int().min(1).nullish(),
+    logprobs: z.boolean().nullish(),
+    /** OpenAI: alternatives per token, 0–20; needs logprobs: true. */
+    top_logprobs: z.number().int().min(0).max(20).nullish(),
+  })
+  .superRefine((body, ctx) => {
+    checkSampling({ min_tokens: body.min_tokens, max_tokens: body.max_completion_tokens ?? body.max_tokens }, ctx);
+    if (body.top_logprobs != null && body.logprobs !== true) {
+      ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'top_logprobs requires logprobs: true' });
+    }
   })
   .superRefine(
     rejectUnsupported([
-      ...PENALTIES,
-      ['logprobs', (v) => v === false],
-      ['top_logprobs', isZero],
       ['tools', (v) => Array.isArray(v) && v.length === 0],
       ['functions', (v) => Array.isArray(v) && v.length === 0],
       ['response_format', (v) => typeof v === 'object' && v !== null && (v as { type?: unknown }).type === 'text'],

@@ -6,25 +6,30 @@
  */
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import type { GenerationResult } from '../runtime/types.ts';
+import type { GenerationResult, StreamEvent } from '../runtime/types.ts';
 import type { AppEnv } from './env.ts';
-import { openAIFinishReason, type Generation } from './generation.ts';
+import { openAIFinishReason, type ChoiceEvent, type Generation } from './generation.ts';
 
 export interface ChunkFormat {
-  /** Chunks sent before the first token, e.g. chat's `{delta: {role: 'assistant'}}`. */
+  /** Chunks sent before the first token, e.g. chat's `{delta: {role: 'assistant'}}` per choice. */
   opening(): object[];
-  text(delta: string): object;
-  finish(reason: ReturnType<typeof openAIFinishReason>): object;
+  /** The chunk for one event of choice `index`, or undefined when it carries nothing to send. */
+  event(index: number, event: StreamEvent): object | undefined;
+  finish(index: number, reason: ReturnType<typeof openAIFinishReason>): object;
   /** The extra chunk of `stream_options.include_usage`, with `choices: []`. */
-  usage(result: GenerationResult): object;
+  usage(usage: Usage): object;
 }
 
-export function usageOf(result: GenerationResult) {
-  return {
-    prompt_tokens: result.promptTokens,
-    completion_tokens: result.completionTokens,
-    total_tokens: result.promptTokens + result.completionTokens,
-  };
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** OpenAI's usage: each prompt counted once (however many choices it has), every choice's completion. */
+export function usageOf(gen: Generation, results: readonly GenerationResult[]): Usage {
+  const completion = results.reduce((n, r) => n + r.completionTokens, 0);
+  return { prompt_tokens: gen.promptTokens, completion_tokens: completion, total_tokens: gen.promptTokens + completion };
 }
 
 /**
@@ -38,7 +43,7 @@ export async function streamGeneration(
   includeUsage: boolean,
 ): Promise<Response> {
   const events = gen.events();
-  let first: IteratorResult<{ text: string }>;
+  let first: IteratorResult<ChoiceEvent>;
   try {
     first = await events.next();
   } catch (err) {
@@ -62,12 +67,13 @@ export async function streamGeneration(
       for (const chunk of format.opening()) await send(chunk);
       // Keep consuming after an abort: the runtime ends the iteration once the sequence left the batch.
       for (let next = first; !next.done; next = await events.next()) {
-        if (next.value.text !== '' && !gen.aborted) await send(format.text(next.value.text));
+        const chunk = gen.aborted ? undefined : format.event(next.value.index, next.value.event);
+        if (chunk) await send(chunk);
       }
-      const result = await gen.finish();
+      const results = await gen.finish();
       if (gen.aborted) return;
-      await send(format.finish(openAIFinishReason(result.finishReason)));
-      if (includeUsage) await stream.writeSSE({ data: JSON.stringify(format.usage(result)) });
+      for (const [i, result] of results.entries()) await send(format.finish(gen.choices[i]!.index, openAIFinishReason(result.finishReason)));
+      if (includeUsage) await stream.writeSSE({ data: JSON.stringify(format.usage(usageOf(gen, results))) });
       await stream.writeSSE({ data: '[DONE]' });
     } catch (err) {
       // Headers are gone, so the status cannot change: report in-band like vLLM, then end the stream.

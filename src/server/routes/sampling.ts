@@ -2,7 +2,21 @@
 import type { SamplingParams } from '../../runtime/types.ts';
 import type { CompletionBody } from '../schemas.ts';
 
-type SamplingFields = Pick<CompletionBody, 'temperature' | 'top_p' | 'top_k' | 'seed' | 'stop' | 'ignore_eos'>;
+type SamplingFields = Pick<
+  CompletionBody,
+  | 'temperature'
+  | 'top_p'
+  | 'top_k'
+  | 'seed'
+  | 'stop'
+  | 'ignore_eos'
+  | 'presence_penalty'
+  | 'frequency_penalty'
+  | 'repetition_penalty'
+  | 'logit_bias'
+  | 'min_tokens'
+  | 'stop_token_ids'
+>;
 
 /** OpenAI's defaults: temperature 1, top_p 1; top_k 0 (off) as in vLLM. */
 export function samplingFrom(body: SamplingFields): Omit<SamplingParams, 'maxTokens'> {
@@ -13,6 +27,14 @@ export function samplingFrom(body: SamplingFields): Omit<SamplingParams, 'maxTok
     stop: body.stop ?? [],
     ...(body.seed != null ? { seed: body.seed } : {}),
     ...(body.ignore_eos ? { ignoreEos: true } : {}),
+    ...(body.presence_penalty ? { presencePenalty: body.presence_penalty } : {}),
+    ...(body.frequency_penalty ? { frequencyPenalty: body.frequency_penalty } : {}),
+    ...(body.repetition_penalty != null && body.repetition_penalty !== 1 ? { repetitionPenalty: body.repetition_penalty } : {}),
+    ...(body.logit_bias && Object.keys(body.logit_bias).length > 0
+      ? { logitBias: new Map(Object.entries(body.logit_bias).map(([id, bias]) => [Number(id), bias])) }
+      : {}),
+    ...(body.min_tokens ? { minTokens: body.min_tokens } : {}),
+    ...(body.stop_token_ids?.length ? { stopTokenIds: body.stop_token_ids } : {}),
   };
 }
 
