@@ -92,7 +92,7 @@ loading
       rewrite: runtime.rewrite,
       deltaTargets: config.deltaTargets,
       // An adapter's base_model_name_or_path may name the checkpoint directory rather than the served id.
-      baseModelNames: [basename(model.dir)],
+      baseModelNames: [basename(model.dir), ...(model.nameOrPath ? [model.nameOrPath] : [])],
       adapterDir: config.adapterDir,
       cacheBytes: config.cacheBytes,
       metrics,

@@ -25,6 +25,12 @@ export async function loadAdapter(dir: string, target: AttachTarget, id = basena
   return kind.load(dir, target, id);
 }
 
+/** Header-only validation of the adapter in `dir` against `target` (see AdapterKind.check). */
+export async function checkAdapter(dir: string, target: AttachTarget, id = basename(dir)): Promise<void> {
+  const kind = await detectKind(dir, id);
+  await kind.check(dir, target, id);
+}
+
 export type { AdapterKind, LoadedAdapter } from './kind.ts';
 export { factorFootprint } from './kind.ts';
 export { attachTarget, type AttachLayer, type AttachTarget } from './attach-target.ts';

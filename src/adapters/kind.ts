@@ -26,6 +26,12 @@ export interface AdapterKind {
   detect(dir: string): Promise<boolean>;
   /** Validate against `target` (header-first: shapes before tensor bytes) and compile to factors. */
   load(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter>;
+  /**
+   * The same validation as `load` up to (not including) reading tensor bytes: config, base model name,
+   * module names and shapes from the safetensors header. Throws what `load` would; cheap enough to run on
+   * every adapter directory at startup, so only adapters that fit the served base are listed.
+   */
+  check(dir: string, target: AttachTarget, id: string): Promise<void>;
 }
 
 /** Bytes held by a binding's factors (what the registry's LRU counts) and its largest per-layer rank. */

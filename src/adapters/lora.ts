@@ -38,13 +38,17 @@ export const loraKind: AdapterKind = {
     return (await peftType(dir)) === 'LORA';
   },
   load: loadLora,
+  async check(dir, target, id) {
+    const { file } = await planLora(dir, target, id);
+    await file.close();
+  },
 };
 
-async function loadLora(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter> {
+/** Everything checked before a tensor byte is read: config, base, names, targets, shapes. */
+async function planLora(dir: string, target: AttachTarget, id: string) {
   await assertAdapterDir(id, dir);
   const cfg = parseConfig(id, await readConfigJson(dir, id));
   checkBaseModel(id, cfg.base_model_name_or_path, target);
-
   const file = await openWeights(dir, id);
   try {
     const pairs = factorPairs(id, file.header.tensors);
@@ -58,7 +62,16 @@ async function loadLora(dir: string, target: AttachTarget, id: string): Promise<
       checkShapes(id, module, A, B, r, layer.dIn, layer.dOut);
       return { module, A, B, r, scale, dIn: layer.dIn, dOut: layer.dOut };
     });
+    return { file, plan };
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
+}
 
+async function loadLora(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter> {
+  const { file, plan } = await planLora(dir, target, id);
+  try {
     const factors = new Map<string, LayerFactors>();
     for (const p of plan) {
       const A = (await file.read(p.A.name)).data as Float32Array;

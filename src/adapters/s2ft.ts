@@ -23,9 +23,14 @@ export const s2ftKind: AdapterKind = {
     return (await peftType(dir)) === 'S2FT';
   },
   load: loadS2ft,
+  async check(dir, target, id) {
+    const { file } = await planS2ft(dir, target, id);
+    await file.close();
+  },
 };
 
-async function loadS2ft(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter> {
+/** Everything checked before a tensor byte is read: config, base, modules, tensor names and shapes. */
+async function planS2ft(dir: string, target: AttachTarget, id: string) {
   await assertAdapterDir(id, dir);
   const raw = await readConfigJson(dir, id);
   if (raw === undefined) throw invalidAdapter(id, `${CONFIG_FILE} is missing`);
@@ -44,7 +49,16 @@ async function loadS2ft(dir: string, target: AttachTarget, id: string): Promise<
       if (!expected.has(name)) throw invalidAdapter(id, `unexpected tensor ${name} (config modules: ${modules.join(', ')})`);
     }
     for (const m of modules) checkHeader(id, m, cfg.modules[m]!.axis, layers.get(m)!, file.header.tensors);
+    return { file, cfg, modules, layers };
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
+}
 
+async function loadS2ft(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter> {
+  const { file, cfg, modules, layers } = await planS2ft(dir, target, id);
+  try {
     const factors = new Map<string, LayerFactors>();
     for (const m of modules) {
       const idxT = await file.read(idxName(m));

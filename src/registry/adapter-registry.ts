@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { combineBindings, combinationKey, factorFootprint, loadAdapter, type AttachTarget, type LoadedAdapter } from '../adapters/index.ts';
+import { checkAdapter, combineBindings, combinationKey, factorFootprint, loadAdapter, type AttachTarget, type LoadedAdapter } from '../adapters/index.ts';
 import { badRequest, notFound, PatchbayError } from '../errors.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
 import { isAdapterId, type AdapterId } from './adapter-id.ts';
@@ -77,6 +77,9 @@ export interface WeightedId {
   param?: string;
 }
 
+/** Check failures that mean "made for another base", as opposed to a damaged or unsupported file. */
+const MISFIT_CODES = new Set(['adapter_base_mismatch', 'adapter_shape_mismatch', 'adapter_not_attachable']);
+
 const unixSeconds = () => Math.floor(Date.now() / 1000);
 
 /**
@@ -89,6 +92,8 @@ export class AdapterRegistry {
   /** Ids being registered right now: a second registration of one is a 409, not a race. */
   private readonly registering = new Set<string>();
   private readonly hidden = new Set<string>();
+  /** Directory adapters that do not fit the served base (another base's, wrong shapes): id → why. Not listed. */
+  private readonly unfit = new Map<string, string>();
   private readonly cache: ResidentCache;
 
   constructor(private readonly opts: RegistryOptions) {
@@ -100,18 +105,40 @@ export class AdapterRegistry {
     return this.opts.target !== undefined;
   }
 
-  /** Records every adapter directory under `adapterDir` without loading it. */
+  /**
+   * Records every adapter directory under `adapterDir` that fits the served base, without loading factors:
+   * each is checked header-only (AdapterKind.check — base_model_name_or_path against the base's names when
+   * both give one, then module names and shapes against the graph). One made for another base is not
+   * listed; asking for it by id still answers the 400 that says why. A directory that is merely broken
+   * (bad JSON, corrupt safetensors) stays listed and fails where it is used, as before.
+   */
   async scan(): Promise<AdapterEntry[]> {
     const dir = this.opts.adapterDir;
+    const target = this.opts.target;
     if (dir && existsSync(dir)) {
       for (const name of (await readdir(dir)).sort()) {
-        if (!this.entries.has(name as AdapterId)) {
-          const found = this.discover(name);
-          if (found) this.entries.set(found.id, found);
+        if (this.entries.has(name as AdapterId)) continue;
+        const found = this.discover(name);
+        if (!found) continue;
+        if (target) {
+          const why = await checkAdapter(found.path, target, found.id).then(
+            () => undefined,
+            (err: unknown) => (err instanceof PatchbayError && MISFIT_CODES.has(err.code) ? err.message : undefined),
+          );
+          if (why !== undefined) {
+            this.unfit.set(found.id, why);
+            continue;
+          }
         }
+        this.entries.set(found.id, found);
       }
     }
     return this.list();
+  }
+
+  /** Adapter directories the last scan left out because they do not fit this base, with the reason. */
+  unfitAdapters(): { id: string; reason: string }[] {
+    return [...this.unfit].map(([id, reason]) => ({ id, reason }));
   }
 
   list(): AdapterEntry[] {

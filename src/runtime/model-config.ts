@@ -16,6 +16,12 @@ export interface ModelInfo {
   numLayers: number;
   numKvHeads: number;
   headDim: number;
+  /**
+   * What the checkpoint calls itself: config.json `_name_or_path` (transformers' field; the GGUF importer
+   * writes the model's Hugging Face id there). Adapters whose `base_model_name_or_path` names it are
+   * recognised as made for this base (src/adapters/attach-target.ts checkBaseModel).
+   */
+  nameOrPath?: string;
 }
 
 const HfConfig = z
@@ -35,6 +41,7 @@ const HfConfig = z
     head_dim: z.number().int().positive().optional(),
     max_position_embeddings: z.number().int().positive().optional(),
     eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).nullish(),
+    _name_or_path: z.string().nullish(),
   })
   .loose();
 
@@ -83,6 +90,7 @@ export async function readModelInfo(modelDir: string, id?: string): Promise<Mode
     numLayers,
     numKvHeads: c.num_key_value_heads ?? numHeads,
     headDim: c.head_dim ?? hidden / numHeads,
+    ...(c._name_or_path ? { nameOrPath: c._name_or_path } : {}),
   };
 }
 

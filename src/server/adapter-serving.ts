@@ -59,6 +59,7 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
     },
   });
   const found = await registry.scan();
+  for (const { id, reason } of registry.unfitAdapters()) log.warn({ adapter: id, reason }, 'adapter directory does not fit this base model; not offered');
   opts.metrics.adapters.watch(() => registry.stats());
   log.info({ adapterDir: opts.adapterDir, adapters: found.length, deltaTargets: target?.selection ?? 'none' }, 'adapter registry ready');
   const resolver = createAdapterResolver({
