@@ -1,0 +1,34 @@
+/**
+ * Bytes of weights one decode step must read, from the ONNX graph: every linear layer's weight (the output
+ * head included: a tied head reads the whole embedding table), plus for MatMulNBits layers their scales and
+ * the offset tables of their corrections. The embedding lookup reads one row per token and is not counted.
+ * Divided by the measured memory bandwidth this is the time floor of a batch-1 decode step on CPU.
+ */
+import { findLinearLayers } from '../../src/runtime/graph/index.ts';
+import { decodeModel, onnx, tensorDims, type TensorProto } from '../../src/runtime/graph/onnx.ts';
+
+const T = onnx.TensorProto.DataType;
+const ELEM: Partial<Record<number, number>> = { [T.FLOAT]: 4, [T.FLOAT16]: 2, [T.UINT8]: 1, [T.INT8]: 1, [T.INT64]: 8, [T.INT32]: 4 };
+
+export function tensorBytes(t: TensorProto): number {
+  return tensorDims(t).reduce((a, b) => a * b, 1) * (ELEM[t.dataType ?? 0] ?? 4);
+}
+
+export function decodeWeightBytes(onnxBytes: Uint8Array): number {
+  const model = decodeModel(onnxBytes);
+  const inits = new Map((model.graph?.initializer ?? []).map((t) => [t.name!, t]));
+  const counted = new Set<string>();
+  const add = (name: string | null | undefined) => {
+    if (name && inits.has(name)) counted.add(name);
+  };
+  const nodeByName = new Map((model.graph?.node ?? []).map((n) => [n.name ?? '', n]));
+  for (const layer of findLinearLayers(model)) {
+    add(layer.weightName);
+    if (layer.op === 'MatMulNBits') add(nodeByName.get(layer.nodeName)?.input?.[2]); // scales
+  }
+  // offset tables of the q4 correction MatMuls (deliberately not linear layers, see src/import/quant/nbits-nodes.ts)
+  for (const n of model.graph?.node ?? []) if (n.opType === 'MatMul' && n.name?.endsWith('/nbits_offset/MatMul')) add(n.input?.[1]);
+  let bytes = 0;
+  for (const name of counted) bytes += tensorBytes(inits.get(name)!);
+  return bytes;
+}
