@@ -2,7 +2,7 @@
  * The safetensors dtypes Patchbay reads, their sizes, and half-precision ↔ float32 conversion.
  * Half formats are widened to float32 on read: factors are applied in float32 by the graph anyway.
  */
-export const DTYPE_SIZE = { F32: 4, F16: 2, BF16: 2, I32: 4, I64: 8 } as const;
+export const DTYPE_SIZE = { F32: 4, F16: 2, BF16: 2, I32: 4, I64: 8, U8: 1, U16: 2 } as const;
 export type SafetensorsDtype = keyof typeof DTYPE_SIZE;
 
 export function isSupportedDtype(d: unknown): d is SafetensorsDtype {

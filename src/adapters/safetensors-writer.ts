@@ -9,7 +9,7 @@ import { DTYPE_SIZE, f32ToBf16, f32ToF16, type SafetensorsDtype } from './safete
 export interface TensorToWrite {
   dtype: SafetensorsDtype;
   shape: readonly number[];
-  data: Float32Array | Int32Array | BigInt64Array;
+  data: Float32Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array;
 }
 
 export function encodeSafetensors(tensors: Readonly<Record<string, TensorToWrite>>, metadata?: Readonly<Record<string, string>>): Uint8Array {
@@ -54,6 +54,8 @@ function tensorBytes(t: TensorToWrite, n: number): Uint8Array {
       case 'BF16': v.setUint16(i * 2, f32ToBf16(Number(x)), true); break;
       case 'I32': v.setInt32(i * 4, Number(x), true); break;
       case 'I64': v.setBigInt64(i * 8, BigInt(x), true); break;
+      case 'U8': v.setUint8(i, Number(x)); break;
+      case 'U16': v.setUint16(i * 2, Number(x), true); break;
     }
   }
   return out;

@@ -6,7 +6,7 @@
  * offsets relative to the data section.
  *
  * Everything is checked before a single tensor byte is read: N ≤ 100 MB and inside the file; JSON
- * is an object; each entry has exactly dtype/shape/data_offsets; dtype ∈ {F32, F16, BF16, I32, I64};
+ * is an object; each entry has exactly dtype/shape/data_offsets; dtype ∈ {F32, F16, BF16, I32, I64, U8, U16};
  * ∏shape × sizeof(dtype) = end − begin; the tensors tile the data section exactly (sorted by offset:
  * no gap, no overlap, nothing after the last). So a loader can `open()`, validate rank / targets /
  * shapes from `header.tensors`, and only then `read()` the tensors it needs (vLLM's order).
@@ -37,7 +37,10 @@ export interface SafetensorsHeader {
 export type TensorData =
   | { dtype: 'F32'; shape: number[]; data: Float32Array }
   | { dtype: 'I32'; shape: number[]; data: Int32Array }
-  | { dtype: 'I64'; shape: number[]; data: BigInt64Array };
+  | { dtype: 'I64'; shape: number[]; data: BigInt64Array }
+  /** Quantised values (RWS patches). */
+  | { dtype: 'U8'; shape: number[]; data: Uint8Array }
+  | { dtype: 'U16'; shape: number[]; data: Uint16Array };
 
 export function invalidSafetensors(source: string, message: string, cause?: unknown): PatchbayError {
   return new PatchbayError({ status: 400, code: 'invalid_safetensors', message: `invalid safetensors ${source}: ${message}`, cause });
@@ -166,6 +169,13 @@ export function decodeTensor(info: TensorInfo, bytes: Uint8Array): TensorData {
       const out = new BigInt64Array(n);
       for (let i = 0; i < n; i++) out[i] = view.getBigInt64(i * 8, true);
       return { dtype: 'I64', shape: info.shape, data: out };
+    }
+    case 'U8':
+      return { dtype: 'U8', shape: info.shape, data: new Uint8Array(bytes) };
+    case 'U16': {
+      const out = new Uint16Array(n);
+      for (let i = 0; i < n; i++) out[i] = view.getUint16(i * 2, true);
+      return { dtype: 'U16', shape: info.shape, data: out };
     }
   }
 }

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { checkAdapter, combineBindings, combinationKey, factorFootprint, loadAdapter, type AttachTarget, type LoadedAdapter } from '../adapters/index.ts';
 import { badRequest, notFound, PatchbayError } from '../errors.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
+import { isPatchDir } from '../patches/rws-patch.ts';
 import { isAdapterId, type AdapterId } from './adapter-id.ts';
 import { deltaDisabled, forRequest } from './errors.ts';
 import { ResidentCache, type CacheStats, type Resident } from './resident-cache.ts';
@@ -252,6 +253,8 @@ export class AdapterRegistry {
     if (!dir || !isAdapterId(id) || this.hidden.has(id) || this.isReserved(id)) return undefined;
     const path = join(dir, id);
     if (!existsSync(path) || !statSync(path).isDirectory()) return undefined;
+    // Robustness patches share the directory but are not adapters (src/patches/, GET /admin/patches).
+    if (isPatchDir(path)) return undefined;
     return { id, path, source: 'directory', created: unixSeconds() };
   }
 

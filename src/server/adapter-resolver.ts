@@ -15,9 +15,14 @@ import {
   type Resolution,
 } from './resolver.ts';
 import type { AttachFields } from './schemas.ts';
+import { combineBindings } from '../adapters/combine.ts';
+import type { PatchManager } from '../patches/patch-manager.ts';
+import type { DeltaBinding } from '../runtime/types.ts';
 
 export interface AdapterResolverOptions extends BaseResolverOptions {
   registry: AdapterRegistry;
+  /** Serves the request field `patches` (dense per-request factors, see patches/patch-manager.ts). */
+  patches?: PatchManager;
 }
 
 /**
@@ -45,7 +50,8 @@ export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolv
     },
 
     async resolve(req: AttachFields): Promise<Resolution> {
-      for (const field of ['patches', 'condition'] as const) if (req[field] != null) throw notAvailable(field);
+      if (req.condition != null) throw notAvailable('condition');
+      if (req.patches != null && !opts.patches) throw notAvailable('patches');
       const parts: WeightedId[] = [];
       const named = req.model === base.id ? undefined : registry.get(req.model);
       if (req.model !== base.id) {
@@ -60,12 +66,19 @@ export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolv
         if (!Number.isFinite(a.weight)) throw badRequest(`weight must be a finite number`, `adapters[${i}].weight`);
         parts.push({ id: a.id, weight: a.weight, param: `adapters[${i}].id` });
       });
-      if (parts.length === 0) return { modelId: base.id, kind: 'base', editSeq: 0, release };
+      // Per-request patches: validated before any adapter loads, so a bad patch entry costs nothing.
+      const patched = req.patches ? opts.patches!.binding(req.patches) : undefined;
+      if (parts.length === 0) {
+        return patched ? { modelId: base.id, kind: 'patched', delta: patched, editSeq: 0, release } : { modelId: base.id, kind: 'base', editSeq: 0, release };
+      }
       if (!registry.enabled) throw deltaDisabled(named ? 'model' : 'adapters');
 
-      const delta = await registry.combination(parts);
+      const adapters = await registry.combination(parts);
+      const delta: DeltaBinding = patched
+        ? combineBindings([{ binding: adapters, weight: 1 }, { binding: patched, weight: 1 }], `${adapters.key}+${patched.key}`)
+        : adapters;
       // Read after loading: a directory adapter's kind is known only once it loaded.
-      const kind = req.adapters ? 'combination' : (registry.get(req.model)?.kind ?? 'adapter');
+      const kind = req.adapters || patched ? 'combination' : (registry.get(req.model)?.kind ?? 'adapter');
       return { modelId: req.model, kind, delta, editSeq: 0, release };
     },
   };

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { attachTarget } from '../adapters/index.ts';
 import { AdapterRegistry } from '../registry/adapter-registry.ts';
+import { createPatchManager } from './patch-serving.ts';
 import type { DeltaRewrite } from '../runtime/graph/delta-branches.ts';
 import { DEFAULT_DELTA_SELECTION, type DeltaSelection } from '../runtime/graph/selection.ts';
 import { traceEvict, traceHit, traceLoad, traceMerge } from '../telemetry/adapter-spans.ts';
@@ -35,7 +36,7 @@ export function selectionName(targets: DeltaSelection | 'none' | undefined): str
   return targets === undefined ? `${name(DEFAULT_DELTA_SELECTION)} (default)` : name(targets);
 }
 
-export async function createAdapterServing(opts: AdapterServingOptions): Promise<Required<Serving>> {
+export async function createAdapterServing(opts: AdapterServingOptions): Promise<Serving & Required<Pick<Serving, 'adapters'>>> {
   const { model } = opts.runtime;
   const names = [...new Set([model.id, ...(opts.baseModelNames ?? [])])];
   const target = opts.rewrite ? attachTarget(opts.rewrite, selectionName(opts.deltaTargets), names) : undefined;
@@ -62,11 +63,15 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
   for (const { id, reason } of registry.unfitAdapters()) log.warn({ adapter: id, reason }, 'adapter directory does not fit this base model; not offered');
   opts.metrics.adapters.watch(() => registry.stats());
   log.info({ adapterDir: opts.adapterDir, adapters: found.length, deltaTargets: target?.selection ?? 'none' }, 'adapter registry ready');
+  const patches = opts.runtime.versions
+    ? await createPatchManager({ versions: opts.runtime.versions, baseNames: names, deltaLayers: opts.rewrite?.layers ?? [], adapterDir: opts.adapterDir, logger: opts.logger })
+    : undefined;
   const resolver = createAdapterResolver({
     id: model.id,
     contextLength: model.contextLength,
     created: opts.created ?? Math.floor(Date.now() / 1000),
     registry,
+    ...(patches ? { patches } : {}),
   });
-  return { runtime: opts.runtime, resolver, adapters: registry };
+  return { runtime: opts.runtime, resolver, adapters: registry, ...(patches ? { patches } : {}) };
 }

@@ -4,6 +4,7 @@
  * what the server depends on.
  */
 import type { ChatMessage, GenerationHandle, GenerationRequest } from '../runtime/types.ts';
+import type { BaseVersions } from '../runtime/versions/base-versions.ts';
 
 export interface ServedModelInfo {
   readonly id: string;
@@ -33,4 +34,6 @@ export interface ServingRuntime {
   readonly model: ServedModelInfo;
   readonly tokenizer: ServedTokenizer;
   readonly scheduler: ServedScheduler;
+  /** Global weight changes (robustness patches); absent in runtimes that cannot change their weights. */
+  readonly versions?: BaseVersions;
 }

@@ -3,6 +3,7 @@
  * the runtime and get a 503 unless ready, so a draining process finishes what it has and admits nothing.
  */
 import { PatchbayError } from '../errors.ts';
+import type { PatchManager } from '../patches/patch-manager.ts';
 import type { AdapterRegistry } from '../registry/adapter-registry.ts';
 import type { ServingRuntime } from './contract.ts';
 import type { ModelResolver } from './resolver.ts';
@@ -14,6 +15,8 @@ export interface Serving {
   resolver: ModelResolver;
   /** Backs the admin adapter routes; absent when the server was built without one (base only). */
   adapters?: AdapterRegistry;
+  /** Backs the admin patch routes and per-request `patches`; absent on servers built without one. */
+  patches?: PatchManager;
 }
 
 export class ServingState {

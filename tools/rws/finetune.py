@@ -89,22 +89,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--runs", default="clean,typos,lower")
+    ap.add_argument("--report", default=os.path.join(ROOT, "tools", "rws", "finetune_report.json"))
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(SEED)
     tok = Tokenizer.from_file(os.path.join(base_dir(), "tokenizer.json"))
     with open(os.path.join(CACHE, "corpus", "train.txt"), encoding="utf-8") as f:
         text = f.read()
-    report_path = os.path.join(ROOT, "tools", "rws", "finetune_report.json")
-    report = json.load(open(report_path)) if os.path.exists(report_path) else {}
+    report_path = args.report
     for run in args.runs.split(","):
         ids = encode(tok, text, None if run == "clean" else run, seed=1)
         print(f"{run}: {len(ids)} training tokens", flush=True)
-        report[run] = {"corruption": None if run == "clean" else run, "tokens": len(ids), "seq": SEQ,
-                       "batch": BATCH, "lr": LR, "seed": SEED, **finetune(run, ids, args.steps)}
+        entry = {"corruption": None if run == "clean" else run, "tokens": len(ids), "seq": SEQ,
+                 "batch": BATCH, "lr": LR, "seed": SEED, **finetune(run, ids, args.steps)}
+        # Re-read before writing: runs may go in parallel processes sharing one report.
+        report = json.load(open(report_path)) if os.path.exists(report_path) else {}
+        report[run] = entry
         with open(report_path, "w") as f:
             json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+        print(json.dumps(entry), flush=True)
 
 
 if __name__ == "__main__":

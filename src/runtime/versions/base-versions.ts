@@ -139,6 +139,11 @@ export class BaseVersions {
     return this.opts.table.read(initializer);
   }
 
+  /** How many graph nodes read `initializer` (0 if it is not a changeable weight; 2 for tied weights). */
+  consumers(initializer: string): number {
+    return this.opts.table.get(initializer)?.consumers ?? 0;
+  }
+
   /** Every initializer a publish may change. */
   initializerNames(): string[] {
     return this.opts.table.names();
