@@ -36,8 +36,12 @@ export function sliceLogits(model: ModelProto): boolean {
 
   let head = producer.get('logits');
   if (head?.opType === 'Add') {
-    const other = (head.input ?? []).find((i) => i && !inits.has(i));
-    head = other ? producer.get(other) : undefined;
+    // A bias Add, or a 4-bit head's `MatMulNBits + blocksum correction` (import/quant/nbits-nodes.ts):
+    // the projection of the hidden state is the MatMulNBits, else the MatMul not fed by a ReduceSum.
+    const operands = (head.input ?? []).filter((i) => i && !inits.has(i)).map((i) => producer.get(i));
+    head =
+      operands.find((n) => n?.opType === 'MatMulNBits') ??
+      operands.find((n) => PROJECTIONS.has(n?.opType ?? '') && producer.get(n!.input?.[0] ?? '')?.opType !== 'ReduceSum');
   }
   if (!head || !PROJECTIONS.has(head.opType ?? '')) return false;
   const h = head.input?.[0];
