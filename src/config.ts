@@ -3,14 +3,25 @@
  * resulting `Config` as explicit options, so tests and embedders never touch `process.env`.
  * Precedence: CLI flag > environment variable > default.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import type { DeltaSelection } from './runtime/graph/selection.ts';
 
-/** Defaults point into the repository, wherever the process was started from. */
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+/**
+ * Defaults point into the repository, wherever the process was started from: the nearest directory above
+ * this module that holds package.json. That is one level up from `src/config.ts` under tsx and two from
+ * `dist/src/config.js` in the production build (and `/app` in the container image).
+ */
+export function findRepoRoot(from: string = fileURLToPath(new URL('.', import.meta.url))): string {
+  for (let dir = path.resolve(from); ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir) return path.resolve(from, '..');
+  }
+}
+const REPO_ROOT = findRepoRoot();
 
 const MiB = 1024 * 1024;
 const UNIT: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9, ki: 1024, mi: MiB, gi: 1024 * MiB };
