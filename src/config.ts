@@ -84,7 +84,8 @@ const ConfigSchema = z.object({
   nbitsAccuracy: z.enum(['0', '1', '2', '3', '4']).transform((v) => Number(v) as 0 | 1 | 2 | 3 | 4).optional(),
   maxBatch: int(1, 1024).default(8),
   maxQueue: int(0, 1_000_000).default(64),
-  maxBodyBytes: byteSize.default(MiB),
+  /** Unset = derived from the model's context length once it has loaded (server/body-limit.ts). */
+  maxBodyBytes: byteSize.optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   threads: int(1, 1024).optional(),
   otlpEndpoint: z.url().optional(),

@@ -19,6 +19,8 @@ export interface PatchbayErrorOptions {
   type?: ErrorType;
   param?: string | null;
   cause?: unknown;
+  /** Seconds a client should wait before retrying (the `Retry-After` header); every 429 carries one. */
+  retryAfterSeconds?: number;
 }
 
 const DEFAULT_TYPE: Record<number, ErrorType> = {
@@ -37,6 +39,7 @@ export class PatchbayError extends Error {
   readonly code: string;
   readonly type: ErrorType;
   readonly param: string | null;
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(opts: PatchbayErrorOptions) {
     super(opts.message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -45,6 +48,7 @@ export class PatchbayError extends Error {
     this.code = opts.code;
     this.type = opts.type ?? DEFAULT_TYPE[opts.status] ?? 'server_error';
     this.param = opts.param ?? null;
+    this.retryAfterSeconds = opts.retryAfterSeconds ?? (opts.status === 429 ? 1 : undefined);
   }
 
   toBody(): { error: { message: string; type: ErrorType; param: string | null; code: string } } {

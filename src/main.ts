@@ -10,6 +10,7 @@ import { ConfigError, loadConfig, type Config } from './config.ts';
 import { loadRuntime, type Runtime } from './runtime/index.ts';
 import { createAdapterServing } from './server/adapter-serving.ts';
 import { createApp } from './server/app.ts';
+import { defaultBodyBytes } from './server/body-limit.ts';
 import { createLogger } from './server/logging.ts';
 import { ServerMetrics } from './server/metrics.ts';
 import { ServingState } from './server/state.ts';
@@ -49,7 +50,9 @@ const logger = createLogger(config.logLevel);
 const tracing = startTracing({ endpoint: config.otlpEndpoint, serviceName: config.serviceName, logger });
 const metrics = new ServerMetrics({ processMetrics: true });
 const state = new ServingState();
-const app = createApp({ state, metrics, logger, maxBodyBytes: config.maxBodyBytes, adminToken: config.adminToken });
+/** Until the model (and so its context) is known, bodies are capped at 1 MiB; generations answer 503 anyway. */
+let bodyBytes = config.maxBodyBytes ?? 1024 * 1024;
+const app = createApp({ state, metrics, logger, maxBodyBytes: () => bodyBytes, adminToken: config.adminToken });
 
 const server = createServer(getRequestListener(app.fetch));
 server.on('error', (err) => {
@@ -98,6 +101,14 @@ loading
       metrics,
       logger,
     });
+    const bound = runtime.tokenizer.promptBound;
+    bodyBytes = config.maxBodyBytes ?? defaultBodyBytes(model.contextLength, bound);
+    logger.info(
+      { maxBodyBytes: bodyBytes, derived: config.maxBodyBytes === undefined, maxCharsPerToken: bound.maxCharsPerToken, bound: bound.reason },
+      Number.isFinite(bound.maxCharsPerToken)
+        ? 'prompts longer than the context allows are refused from their length, before tokenizing'
+        : 'no characters-per-token bound for this tokenizer: prompts are checked only after tokenizing',
+    );
     state.markReady(serving);
     metrics.watchScheduler(() => runtime.scheduler);
     metrics.base.watch(() => runtime.versions);

@@ -104,6 +104,7 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
     ...(opts.onSwap ? { onSwap: opts.onSwap } : {}),
   });
   const scheduler = new ContinuousBatchScheduler(versions, tokenizer, {
+    vocabSize: model.vocabSize,
     maxBatch: opts.maxBatch,
     maxQueue: opts.maxQueue,
     contextLength: model.contextLength,

@@ -44,7 +44,11 @@ export async function prefill(
   const prompts = leaders.map((s, row) =>
     s.promptLogprobsTop !== undefined ? promptLogprobs(result, row, s.promptIds, s.promptLogprobsTop, engine.vocabSize) : undefined,
   );
-  admitted.forEach((seq, i) => seq.prefilled(result.logits[rowOf[i]!]!, prompts[rowOf[i]!]));
+  admitted.forEach((seq, i) => {
+    // Cancelled during the prefill run: it leaves now rather than sampling and joining the batch.
+    if (seq.signal?.aborted) seq.finish('cancelled');
+    else seq.prefilled(result.logits[rowOf[i]!]!, prompts[rowOf[i]!]);
+  });
   return {
     result,
     rows: leaders.length,

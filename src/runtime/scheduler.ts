@@ -4,6 +4,7 @@ import { BatchKv, pack, type RowRef } from './batch-kv.ts';
 import { prefill } from './prefill.ts';
 import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
 import type { Engine } from './engine.ts';
+import { validateGeneration } from './request-validation.ts';
 import { Sequence } from './sequence.ts';
 import type { TextTokenizer } from './tokenizer.ts';
 import type { GenerationHandle, GenerationRequest } from './types.ts';
@@ -46,6 +47,8 @@ export interface SchedulerOptions {
   contextLength: number;
   eosTokenIds: readonly number[];
   deltaLayers: readonly DeltaLayer[];
+  /** Prompt token ids must lie in [0, vocabSize); checked at submit (request-validation.ts). */
+  vocabSize?: number;
   onStep?: (event: StepEvent) => void;
 }
 
@@ -119,6 +122,11 @@ export class ContinuousBatchScheduler implements Scheduler {
       const member = j === 0 || seed === undefined ? request : { ...request, sampling: { ...request.sampling, seed: seed + j } };
       return new Sequence(member, this.tokenizer, this.opts.eosTokenIds, group);
     });
+    // An 'abort' listener never fires for a signal that is already aborted: finish them here, unqueued.
+    if (request.signal?.aborted) {
+      for (const seq of seqs) seq.finish('cancelled');
+      return seqs;
+    }
     for (const seq of seqs) {
       this.waiting.push(seq);
       request.signal?.addEventListener('abort', () => this.cancelWaiting(seq), { once: true });
@@ -132,7 +140,9 @@ export class ContinuousBatchScheduler implements Scheduler {
     while (this.loop) await this.loop;
   }
 
-  private validate({ promptIds, sampling }: GenerationRequest): void {
+  private validate(request: GenerationRequest): void {
+    const { promptIds, sampling } = request;
+    validateGeneration(request, this.opts.vocabSize);
     if (promptIds.length === 0) {
       throw new PatchbayError({ status: 400, code: 'invalid_value', param: 'prompt', message: 'the prompt is empty' });
     }
@@ -185,7 +195,11 @@ export class ContinuousBatchScheduler implements Scheduler {
   private async admit(): Promise<void> {
     const room = this.opts.maxBatch - this.activeCount;
     if (room <= 0 || this.waiting.length === 0) return;
-    const admitted = this.waiting.splice(0, admissible(this.waiting, room));
+    // A sequence cancelled while queued never reaches a prefill (its listener normally removed it already).
+    const admitted = this.waiting.splice(0, admissible(this.waiting, room)).filter((seq) => {
+      if (seq.signal?.aborted) seq.finish('cancelled');
+      return !seq.finished;
+    });
     if (admitted.length === 0) return;
     this.prefilling = admitted.length;
     const started = performance.now();
@@ -195,6 +209,19 @@ export class ContinuousBatchScheduler implements Scheduler {
       seq.startedAt = started;
       seq.baseVersion = seq.lease.version.id;
     }
+    try {
+      await this.prefillGroup(admitted, started);
+    } finally {
+      this.prefilling = 0;
+    }
+  }
+
+  /**
+   * One batched prefill of `admitted` (all on one version). If it fails while carrying several requests,
+   * each request (an `n` > 1 group counts as one) is retried alone, so one that cannot run (a bad binding,
+   * say) fails by itself and the others join. Sequences that already sampled cannot be replayed: they fail.
+   */
+  private async prefillGroup(admitted: Sequence[], started: number): Promise<void> {
     const { id, engine } = admitted[0]!.lease!.version;
     try {
       const outcome = await prefill(engine, admitted, (rows) => this.factorsFor(rows));
@@ -210,13 +237,19 @@ export class ContinuousBatchScheduler implements Scheduler {
       });
       this.setRows(batch, [...batch.rows, ...joined], keep);
     } catch (error) {
-      // The running batches are untouched until setRows succeeds; only the newcomers fail.
+      // The running batches are untouched until setRows succeeds; only newcomers can fail here.
+      const requests = new Map<object, Sequence[]>();
       for (const seq of admitted) {
+        const key = seq.group ?? seq;
+        requests.set(key, [...(requests.get(key) ?? []), seq]);
+      }
+      const retry = requests.size > 1 ? [...requests.values()].filter((g) => g.every((s) => !s.finished && s.firstTokenAt === undefined)) : [];
+      for (const seq of admitted) {
+        if (retry.some((g) => g.includes(seq))) continue;
         seq.fail(error);
         seq.leave();
       }
-    } finally {
-      this.prefilling = 0;
+      for (const group of retry) await this.prefillGroup(group, started);
     }
   }
 
@@ -224,11 +257,45 @@ export class ContinuousBatchScheduler implements Scheduler {
     this.dropFinished(batch);
     if (batch.rows.length === 0 || !batch.kv) return;
     const started = performance.now();
-    const { logits, kv, graph } = await batch.engine.forward(batch.kv, batch.rows.map((s) => [s.lastToken]), batch.deltaFeeds);
+    let out: Awaited<ReturnType<Engine['forward']>>;
+    try {
+      out = await batch.engine.forward(batch.kv, batch.rows.map((s) => [s.lastToken]), batch.deltaFeeds);
+    } catch (error) {
+      if (batch.rows.length < 2) throw error;
+      return this.decodeAlone(batch, error);
+    }
+    const { logits, kv, graph } = out;
     batch.kv = kv;
     this.report('decode', batch.rows.length, batch.rows.length, started, graph);
     batch.rows.forEach((seq, b) => seq.step(logits[b]!));
     this.dropFinished(batch);
+  }
+
+  /**
+   * A batched decode step failed: which row caused it is unknown, so each row runs the step alone (from its
+   * slice of the cache). Rows that fail alone fail; the rest continue in a re-packed batch. Costs one run
+   * per row, only after a failure.
+   */
+  private async decodeAlone(batch: VersionBatch, error: unknown): Promise<void> {
+    const kv = batch.kv!;
+    const survivors: Sequence[] = [];
+    const refs: RowRef[] = [];
+    for (const [row, seq] of batch.rows.entries()) {
+      try {
+        const one = pack(batch.engine.shape, [{ from: kv, row }]);
+        const started = performance.now();
+        const { logits, kv: next, graph } = await batch.engine.forward(one, [[seq.lastToken]], this.factorsFor([seq]));
+        this.report('decode', 1, 1, started, graph);
+        seq.step(logits[0]!);
+        if (!seq.finished) {
+          survivors.push(seq);
+          refs.push({ from: next, row: 0 });
+        }
+      } catch (own) {
+        seq.fail(own ?? error);
+      }
+    }
+    this.setRows(batch, survivors, refs);
   }
 
   /** Removes finished and cancelled rows; a cancelled row is finished here, at a step boundary. */

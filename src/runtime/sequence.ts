@@ -3,7 +3,7 @@ import type { EngineLease } from './scheduler.ts';
 import { LogitsProcessor } from './logits-processors.ts';
 import { tokenLogprob, type TokenLogprob } from './logprobs.ts';
 import { Sampler } from './sampler.ts';
-import { StopStrings } from './stop-strings.ts';
+import { StopScanner } from './stop-scan.ts';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizer.ts';
 import type {
   DeltaBinding,
@@ -55,7 +55,7 @@ export class Sequence implements GenerationHandle {
   private endLogprob: TokenLogprob | undefined;
   private promptLogprobs: (TokenLogprob | null)[] | undefined;
   private readonly decoder: IncrementalDecoder;
-  private readonly stops: StopStrings;
+  private readonly stops: StopScanner;
   private text = '';
   private stoppedByString = false;
   private emitted = 0;
@@ -79,7 +79,7 @@ export class Sequence implements GenerationHandle {
     this.processor = LogitsProcessor.create(sampling, request.promptIds, [...this.eos]);
     this.logprobsTop = request.logprobs;
     this.decoder = new IncrementalDecoder(tokenizer);
-    this.stops = new StopStrings(request.sampling.stop);
+    this.stops = new StopScanner(request.sampling.stop);
     this.result = new Promise((resolve, reject) => {
       this.resolveResult = resolve;
       this.rejectResult = reject;
@@ -136,9 +136,12 @@ export class Sequence implements GenerationHandle {
       return true;
     }
     this.generated.push(token);
-    this.text += this.decoder.push(token);
-    // vLLM: before min_tokens, stop strings do not end the sequence either.
-    const stopAt = this.generated.length < this.minTokens ? -1 : this.stops.firstMatch(this.text, this.emitted);
+    const piece = this.decoder.push(token);
+    this.text += piece;
+    // Each character is scanned once, whatever the stop strings (stop-scan.ts); vLLM: before min_tokens,
+    // stop strings do not end the sequence either.
+    const found = this.stops.push(piece);
+    const stopAt = this.generated.length < this.minTokens ? -1 : found;
     if (stopAt >= 0) {
       this.text = this.text.slice(0, stopAt);
       this.stoppedByString = true;
@@ -149,7 +152,7 @@ export class Sequence implements GenerationHandle {
       this.finish('length', token);
       return true;
     }
-    this.emit(token, this.stops.safeLength(this.text));
+    this.emit(token, this.text.length - this.stops.held);
     return false;
   }
 

@@ -4,6 +4,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { PatchbayError } from '../errors.ts';
 import { ChatTemplate } from './chat-template.ts';
 import { TokenBytes } from './token-bytes.ts';
+import { promptBound, type PromptBound } from './prompt-bound.ts';
 import type { ChatMessage } from './types.ts';
 
 export interface TextTokenizer {
@@ -12,6 +13,8 @@ export interface TextTokenizer {
   applyChatTemplate(messages: ChatMessage[]): string;
   /** The raw bytes of one vocabulary entry (token-bytes.ts), for logprobs. */
   tokenBytes(id: number): Uint8Array;
+  /** Most characters one token can cover (prompt-bound.ts): lets a too-long prompt be refused untokenized. */
+  readonly promptBound: PromptBound;
 }
 
 interface TokenizerConfig {
@@ -29,6 +32,7 @@ export class HfTokenizer implements TextTokenizer {
   private constructor(
     private readonly tokenizer: Tokenizer,
     private readonly chat: ChatTemplate,
+    readonly promptBound: PromptBound,
     json: { decoder?: object | null; added_tokens?: Array<{ id: number; special?: boolean }> },
   ) {
     const special = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
@@ -52,7 +56,7 @@ export class HfTokenizer implements TextTokenizer {
       ? config.chat_template.find((t) => t.name === 'default')?.template
       : config.chat_template;
     const chat = new ChatTemplate(template, { bos_token: tokenText(config.bos_token), eos_token: tokenText(config.eos_token) });
-    return new HfTokenizer(new Tokenizer(json, config), chat, json);
+    return new HfTokenizer(new Tokenizer(json, config), chat, promptBound(json), json);
   }
 
   encode(text: string): number[] {

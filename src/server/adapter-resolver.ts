@@ -14,6 +14,7 @@ import {
   type ModelResolver,
   type Resolution,
 } from './resolver.ts';
+import { untilAborted } from './cancellable.ts';
 import type { AttachFields } from './schemas.ts';
 import { combineBindings } from '../adapters/combine.ts';
 import type { PatchManager } from '../patches/patch-manager.ts';
@@ -49,7 +50,7 @@ export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolv
       return entry && card(entry);
     },
 
-    async resolve(req: AttachFields): Promise<Resolution> {
+    async resolve(req: AttachFields, signal?: AbortSignal): Promise<Resolution> {
       if (req.condition != null) throw notAvailable('condition');
       if (req.patches != null && !opts.patches) throw notAvailable('patches');
       const parts: WeightedId[] = [];
@@ -73,7 +74,8 @@ export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolv
       }
       if (!registry.enabled) throw deltaDisabled(named ? 'model' : 'adapters');
 
-      const adapters = await registry.combination(parts);
+      // A client that leaves during an adapter load stops waiting at once; the load itself is shared.
+      const adapters = await untilAborted(registry.combination(parts), signal);
       const delta: DeltaBinding = patched
         ? combineBindings([{ binding: adapters, weight: 1 }, { binding: patched, weight: 1 }], `${adapters.key}+${patched.key}`)
         : adapters;

@@ -5,10 +5,9 @@
  * limit, then the routes; one error handler.
  */
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import type { Logger } from 'pino';
-import { PatchbayError } from '../errors.ts';
 import { ADMIN_PATHS, adminAuth } from './auth.ts';
+import { limitBody } from './body-limit.ts';
 import type { AppEnv } from './env.ts';
 import { notFoundHandler, onError } from './errors.ts';
 import { observe } from './logging.ts';
@@ -27,8 +26,8 @@ export interface AppDeps {
   state: ServingState;
   metrics: ServerMetrics;
   logger: Logger;
-  /** Larger request bodies get a 413 before they are buffered. */
-  maxBodyBytes: number;
+  /** Larger request bodies get a 413 before they are buffered; a function when it is derived from the model. */
+  maxBodyBytes: number | (() => number);
   /** Bearer token for the admin routes; unset switches them off (403). */
   adminToken?: string | undefined;
 }
@@ -38,18 +37,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use(observe(deps.logger, deps.metrics));
   const guard = adminAuth(deps.adminToken);
   for (const path of ADMIN_PATHS) app.use(path, guard);
-  app.use(
-    bodyLimit({
-      maxSize: deps.maxBodyBytes,
-      onError() {
-        throw new PatchbayError({
-          status: 413,
-          code: 'request_too_large',
-          message: `The request body exceeds the limit of ${deps.maxBodyBytes} bytes.`,
-        });
-      },
-    }),
-  );
+  const maxBody = deps.maxBodyBytes;
+  app.use(limitBody(typeof maxBody === 'number' ? () => maxBody : maxBody));
 
   healthRoutes(app, deps.state);
   metricsRoute(app, deps.metrics);

@@ -3,6 +3,7 @@
  * structurally; keeping the server on this narrow shape lets route tests and future embedders see exactly
  * what the server depends on.
  */
+import type { PromptBound } from '../runtime/prompt-bound.ts';
 import type { ChatMessage, GenerationHandle, GenerationRequest } from '../runtime/types.ts';
 import type { BaseVersions } from '../runtime/versions/base-versions.ts';
 
@@ -18,6 +19,8 @@ export interface ServedTokenizer {
   applyChatTemplate(messages: ChatMessage[]): string;
   /** Raw bytes of one vocabulary entry, for logprobs. */
   tokenBytes(id: number): Uint8Array;
+  /** Checked before rendering or encoding: a prompt whose length alone cannot fit the context is refused. */
+  readonly promptBound: PromptBound;
 }
 
 export interface ServedScheduler {

@@ -7,6 +7,8 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { ZodError, type z } from 'zod';
 import { PatchbayError } from '../errors.ts';
+import { ChatTemplateError } from '../runtime/chat-template.ts';
+import { InvalidGenerationError } from '../runtime/request-validation.ts';
 import type { AppEnv } from './env.ts';
 
 /** `messages[0].content` style, the way OpenAI names nested parameters. */
@@ -34,9 +36,24 @@ export function fromZodError(err: ZodError): PatchbayError {
   });
 }
 
+/** Runtime field → the request field a client sent it as. */
+const RUNTIME_PARAMS: Record<string, string> = { promptIds: 'prompt', maxTokens: 'max_tokens', topP: 'top_p', topK: 'top_k' };
+
 function toPatchbayError(err: unknown): PatchbayError | undefined {
   if (err instanceof PatchbayError) return err;
   if (err instanceof ZodError) return fromZodError(err);
+  if (err instanceof InvalidGenerationError) {
+    return new PatchbayError({ status: 400, code: 'invalid_value', param: RUNTIME_PARAMS[err.param] ?? err.param, message: err.message, cause: err });
+  }
+  if (err instanceof ChatTemplateError) {
+    return new PatchbayError({
+      status: 400,
+      code: 'chat_template_error',
+      param: 'messages',
+      message: `The model's chat template refused these messages: ${err.message}`,
+      cause: err,
+    });
+  }
   if (err instanceof HTTPException && err.status < 500) {
     return new PatchbayError({ status: err.status, code: 'http_error', message: err.message || `HTTP ${err.status}` });
   }
@@ -44,6 +61,8 @@ function toPatchbayError(err: unknown): PatchbayError | undefined {
 }
 
 export function errorResponse(c: Context<AppEnv>, err: PatchbayError): Response {
+  // Whole seconds, at least 1: the delta-seconds form of RFC 9110 §10.2.3.
+  if (err.retryAfterSeconds !== undefined) c.header('Retry-After', String(Math.max(1, Math.ceil(err.retryAfterSeconds))));
   return c.json(err.toBody(), err.status as ContentfulStatusCode);
 }
 

@@ -6,9 +6,11 @@
  */
 import type { Context } from 'hono';
 import { PatchbayError } from '../errors.ts';
+import { minTokens, type PromptBound } from '../runtime/prompt-bound.ts';
 import type { GenerationHandle, GenerationResult, SamplingParams, StreamEvent } from '../runtime/types.ts';
 import type { GenAiOperation } from '../telemetry/attributes.ts';
 import { GenerationSpan } from '../telemetry/generation-span.ts';
+import { clientClosed } from './cancellable.ts';
 import type { ServedTokenizer } from './contract.ts';
 import type { AppEnv } from './env.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -28,6 +30,11 @@ export interface GenerationPlan {
   operation: GenAiOperation;
   stream: boolean;
   attach: AttachFields;
+  /**
+   * Characters of the longest prompt before any rendering or encoding (the text, or the messages' contents),
+   * for the length check that runs first: a prompt that cannot fit is refused before any expensive work.
+   */
+  promptChars: number;
   /** Build the prompt(s) once the runtime (and its tokenizer) is known to be loaded; one choice group each. */
   prompts: (tokenizer: ServedTokenizer) => number[][];
   /** Request field holding the prompt, named in errors. */
@@ -69,6 +76,32 @@ const overflow = (param: string, context: number, prompt: number, completion: nu
       `tokens (${prompt} in the prompt, ${completion} for the completion). ` +
       `Please reduce the length of the prompt or max_tokens.`,
   });
+
+/**
+ * Refuses a prompt whose length alone proves it cannot fit: it has at least ⌈chars / B⌉ tokens, B being
+ * the most characters one token covers (runtime/prompt-bound.ts). O(1): nothing is rendered or encoded.
+ */
+function refuseUnfittable(plan: GenerationPlan, context: number, bound: PromptBound): void {
+  const least = minTokens(plan.promptChars, bound);
+  if (least === 0) return;
+  const completion = plan.maxTokens ?? 1;
+  if (least < context && least + completion <= context) return;
+  throw new PatchbayError({
+    status: 400,
+    code: 'context_length_exceeded',
+    param: least >= context ? plan.promptParam : plan.maxTokensParam,
+    message:
+      `This model's maximum context length is ${context} tokens. The ${plan.promptParam === 'messages' ? 'messages have' : 'prompt has'} ` +
+      `${plan.promptChars} characters, which is at least ${least} tokens (one token covers at most ` +
+      `${bound.maxCharsPerToken} characters with this tokenizer), plus ${completion} for the completion. ` +
+      `Please reduce the length of the prompt or max_tokens.`,
+  });
+}
+
+/** The client left while the request waited (e.g. for an adapter load): nothing more is worth doing. */
+function throwIfCancelled(signal: AbortSignal): void {
+  if (signal.aborted) throw clientClosed();
+}
 
 /** Links the client's connection to a fresh controller: a client that goes away cancels its sequence. */
 function linkToClient(c: Context<AppEnv>): { abort: AbortController; unlink: () => void } {
@@ -127,7 +160,11 @@ export class Generation {
     const link = linkToClient(c);
     let resolution: Resolution | undefined;
     try {
+      // First, before resolving (an adapter load), rendering or tokenizing: all of those cost in proportion
+      // to the prompt, and tokenizing is synchronous, so a huge prompt would stall every stream.
+      refuseUnfittable(plan, runtime.model.contextLength, runtime.tokenizer.promptBound);
       resolution = await span.within(() => resolver.resolve(plan.attach, link.abort.signal));
+      throwIfCancelled(link.abort.signal);
       const { contextLength, vocabSize } = runtime.model;
       const prompts = plan.prompts(runtime.tokenizer);
       let maxTokens = plan.maxTokens ?? contextLength;
@@ -173,8 +210,12 @@ export class Generation {
       // Ended by the sequences themselves, whether or not the route ever awaits the results.
       const promptTokens = prompts.reduce((n, p) => n + p.length, 0);
       void Promise.all(choices.map((ch) => ch.handle.result)).then((results) => span.end(combined(results, promptTokens)), (err: unknown) => span.fail(err));
+      const gen = new Generation(c, deps, plan, choices, prompts, resolution, link);
+      // What the resolution holds is released once every choice has ended — on every path, failures included,
+      // whether or not the route ever awaits the results.
+      void Promise.allSettled(choices.map((ch) => ch.handle.result)).then(() => gen.#settle());
       deps.metrics.adapters.recordRequest(resolution.kind, resolution.modelId);
-      return new Generation(c, deps, plan, choices, prompts, resolution, link);
+      return gen;
     } catch (err) {
       span.fail(err);
       link.abort.abort(); // cancels the choices of earlier prompts if a later one was refused
@@ -227,34 +268,32 @@ export class Generation {
     }
   }
 
-  /** Waits for every choice's result (in choice order) and records them exactly once (metrics, log, release). */
+  /** Waits for every choice's result (in choice order) and records them exactly once (metrics, access log). */
   finish(): Promise<GenerationResult[]> {
-    this.#finished ??= Promise.all(this.choices.map((ch) => ch.handle.result)).then(
-      (results) => {
-        this.#settle();
-        const completionTokens = results.reduce((n, r) => n + r.completionTokens, 0);
-        this.deps.metrics.recordGeneration(
-          this.resolution.modelId,
-          this.promptTokens,
-          completionTokens,
-          results.some((r) => r.finishReason === 'cancelled'),
-        );
-        this.c.set('outcome', {
-          model: this.resolution.modelId,
-          promptTokens: this.promptTokens,
-          completionTokens,
-        });
-        return results;
-      },
-      (err: unknown) => {
-        this.#settle();
-        throw err;
-      },
-    );
+    this.#finished ??= Promise.all(this.choices.map((ch) => ch.handle.result)).then((results) => {
+      const completionTokens = results.reduce((n, r) => n + r.completionTokens, 0);
+      this.deps.metrics.recordGeneration(
+        this.resolution.modelId,
+        this.promptTokens,
+        completionTokens,
+        results.some((r) => r.finishReason === 'cancelled'),
+      );
+      this.c.set('outcome', {
+        model: this.resolution.modelId,
+        promptTokens: this.promptTokens,
+        completionTokens,
+      });
+      return results;
+    });
     return this.#finished;
   }
 
+  #settled = false;
+
+  /** Unlinks the client and releases the resolution, once, however the sequence ended. */
   #settle(): void {
+    if (this.#settled) return;
+    this.#settled = true;
     this.link.unlink();
     this.resolution.release();
   }

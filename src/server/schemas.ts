@@ -4,6 +4,7 @@
  * cannot honour are rejected when set to a non-neutral value instead of being silently ignored.
  */
 import { z } from 'zod';
+import { MAX_STOP_CHARS, MAX_STOPS } from '../runtime/stop-scan.ts';
 
 const tokenId = z.number().int().min(0);
 /** Most choices per prompt the schema accepts; the runtime also caps n at its batch size. */
@@ -14,7 +15,17 @@ export const MAX_PROMPTS = 64;
 const stopSchema = z
   .union([z.string(), z.array(z.string())], { error: 'stop must be a string or an array of strings' })
   .transform((s) => (typeof s === 'string' ? [s] : s))
-  .pipe(z.array(z.string().min(1, 'stop sequences must not be empty')).max(4, 'at most 4 stop sequences'));
+  .pipe(
+    z
+      .array(
+        z
+          .string()
+          .min(1, 'stop sequences must not be empty')
+          // The scan is linear (runtime/stop-scan.ts), but the automaton and held-back text grow with length.
+          .max(MAX_STOP_CHARS, `stop sequences must be at most ${MAX_STOP_CHARS} characters`),
+      )
+      .max(MAX_STOPS, `at most ${MAX_STOPS} stop sequences`),
+  );
 
 /** Patchbay extensions; validated now so clients get field-level errors before the features land. */
 const extensions = {

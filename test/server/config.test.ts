@@ -16,7 +16,7 @@ test('defaults: API.md values, paths inside the repository', () => {
   assert.equal(c.cacheBytes, 256 * 1024 * 1024);
   assert.equal(c.maxBatch, 8);
   assert.equal(c.maxQueue, 64);
-  assert.equal(c.maxBodyBytes, 1024 * 1024);
+  assert.equal(c.maxBodyBytes, undefined, 'unset: derived from the context length at load (server/body-limit.ts)');
   assert.equal(c.adminToken, undefined);
   assert.equal(c.otlpEndpoint, undefined);
   assert.equal(c.serviceName, 'patchbay');

@@ -33,6 +33,8 @@ export function chatRoute(app: Hono<AppEnv>, deps: GenerationDeps): void {
       operation: 'chat',
       stream,
       attach: body,
+      // The template renders every message's content, so the rendered prompt is at least this long.
+      promptChars: messages.reduce((n, m) => n + m.content.length, 0),
       prompts: (tokenizer) => [tokenizer.encode(tokenizer.applyChatTemplate(messages))],
       promptParam: 'messages',
       maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
