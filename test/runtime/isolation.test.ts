@@ -122,7 +122,8 @@ test('token ids and sampling values are validated by the runtime itself', () => 
     { promptIds: [1.5], sampling: greedy(2), param: 'promptIds' },
     { promptIds: [1], sampling: { ...greedy(2), temperature: Number.NaN }, param: 'temperature' },
     { promptIds: [1], sampling: { ...greedy(2), stop: ['x'.repeat(5000)] }, param: 'stop' },
-    { promptIds: [1], sampling: greedy(0), param: 'maxTokens' },
+    { promptIds: [1], sampling: greedy(-1), param: 'maxTokens' },
+    { promptIds: [1], sampling: { ...greedy(2), stopTokenIds: [-3] }, param: 'stopTokenIds' },
   ];
   for (const { param, ...req } of bad) {
     assert.throws(() => rt.scheduler.submit(req), (e: unknown) => e instanceof InvalidGenerationError && e.param === param, param);
