@@ -1,0 +1,62 @@
+/**
+ * `npm run model:import -- <file.gguf> --out models/<name> [--weights f32|q4|q8]`: import a GGUF model.
+ * Bad arguments or a bad file print one clear line to stderr and exit non-zero.
+ */
+import { parseArgs } from 'node:util';
+import { PatchbayError } from '../errors.ts';
+import { IMPLEMENTED_WEIGHTS_MODES, WEIGHTS_MODES, type WeightsMode } from './emit-linear.ts';
+import { importGguf } from './import-gguf.ts';
+
+const USAGE = 'usage: npm run model:import -- <file.gguf> --out models/<name> [--weights f32|q4|q8]';
+
+export interface ImportArgs {
+  gguf: string;
+  out: string;
+  weights: WeightsMode;
+}
+
+/** Parse argv (without node and script); throws a message-only Error on bad input. */
+export function parseImportArgs(argv: string[]): ImportArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string' }, weights: { type: 'string', default: 'f32' } } });
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${USAGE}`);
+  }
+  const { positionals, values } = parsed;
+  if (positionals.length !== 1) throw new Error(`expected exactly one GGUF file, got ${positionals.length}\n${USAGE}`);
+  if (!values.out) throw new Error(`--out <directory> is required\n${USAGE}`);
+  const weights = values.weights as WeightsMode;
+  if (!(WEIGHTS_MODES as readonly string[]).includes(weights)) throw new Error(`--weights must be one of ${WEIGHTS_MODES.join(', ')}, got "${values.weights}"`);
+  if (!IMPLEMENTED_WEIGHTS_MODES.includes(weights)) {
+    throw new Error(`--weights ${weights} is not yet supported by this importer (available: ${IMPLEMENTED_WEIGHTS_MODES.join(', ')})`);
+  }
+  return { gguf: positionals[0]!, out: values.out, weights };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let args: ImportArgs;
+  try {
+    args = parseImportArgs(argv);
+  } catch (e) {
+    process.stderr.write(`model:import: ${(e as Error).message}\n`);
+    return 2;
+  }
+  try {
+    const r = await importGguf(args.gguf, args.out, args.weights);
+    const types = Object.entries(r.tensorTypes).map(([t, n]) => `${n}×${t}`).join(', ');
+    process.stdout.write(
+      `imported ${args.gguf} (${r.hparams.name}: llama, ${r.hparams.layers} layers, vocab ${r.hparams.vocabSize}; tensors ${types})\n` +
+        `  → ${r.outDir} (--weights ${args.weights}, ONNX ${(r.onnxBytes / 1e6).toFixed(1)} MB) in ${r.seconds.toFixed(1)} s\n`,
+    );
+    return 0;
+  } catch (e) {
+    const msg = e instanceof PatchbayError ? e.message : `import failed: ${(e as Error).message}`;
+    process.stderr.write(`model:import: ${msg}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,22 @@
+/** The tiny mixed-type Llama GGUF and its references, written by tools/make_gguf_fixture.py. */
+import { readFileSync } from 'node:fs';
+
+export const GGUF_FIXTURE = 'test/fixtures/tiny-gguf/tiny-llama-mixed.gguf';
+
+export interface GgufReference {
+  tolerance: number;
+  vocab_size: number;
+  config: { hidden: number; layers: number; heads: number; kv_heads: number; inter: number; ctx: number; theta: number; eps: number };
+  tensors: Record<string, { type: string; shape: number[]; sha256: string; head: number[] }>;
+  prompts: Array<{
+    text: string;
+    input_ids: number[];
+    last_logits: number[];
+    decode_steps: Array<{ token: number; position: number; logits: number[] }>;
+    all_logits?: number[][];
+  }>;
+}
+
+export function loadReference(): GgufReference {
+  return JSON.parse(readFileSync('test/fixtures/tiny-gguf/reference.json', 'utf8')) as GgufReference;
+}
