@@ -44,14 +44,23 @@ export function linearWeightRows(w: LinearWeight): { data: Float32Array; dIn: nu
  *     GGUF blocks from `w` (un-permuting rows via `w.unpermuteHeads` before packing), names the node
  *     `${scope}/MatMulNBits` so modulePath() still yields the HF module, and must keep the layer output a
  *     single tensor that the rewrite can add a delta to.
+ * `outputName` names the layer's output tensor (`logits` for lm_head: runtime/graph/logits-slice.ts finds the
+ * projection that produces the `logits` output and slices its input, so lm_head must produce it directly).
  * `weightName` lets a caller share the weight (tied embeddings read `lm_head.weight` through a Gather).
  */
-export function emitLinear(b: GraphBuilder, scope: string, x: string, w: LinearWeight, mode: WeightsMode): { output: string; weightName: string } {
+export function emitLinear(
+  b: GraphBuilder,
+  scope: string,
+  x: string,
+  w: LinearWeight,
+  mode: WeightsMode,
+  outputName?: string,
+): { output: string; weightName: string } {
   if (mode !== 'f32') throw new Error(`--weights ${mode} is not implemented in emitLinear yet`);
   const { data, dIn, dOut } = linearWeightRows(w);
   const weightName = `${modulePath(`${scope}/MatMul`, '')}.weight`;
   b.floatInit(weightName, [dIn, dOut], transpose(data, dOut, dIn));
-  return { output: b.op1(scope, 'MatMul', [x, weightName]), weightName };
+  return { output: b.op1(scope, 'MatMul', [x, weightName], {}, outputName ? { outputName } : {}), weightName };
 }
 
 /** [rows, cols] row-major → [cols, rows], blocked for cache reuse on large matrices. */

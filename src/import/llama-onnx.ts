@@ -88,9 +88,7 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
   }
   const out = rmsNorm(b, '/model/norm', x, 'model.norm.weight', dequantizeTensor(file, t('output_norm.weight')), hp.rmsEps);
   const head = hp.tiedEmbeddings ? t('token_embd.weight') : t('output.weight');
-  const logits = emitLinear(b, '/lm_head', out, { file, info: head }, mode);
-  // The graph output must be called `logits`: route the layer output through an Identity.
-  b.op1('/lm_head', 'Identity', [logits.output], {}, { outputName: 'logits' });
+  emitLinear(b, '/lm_head', out, { file, info: head }, mode, 'logits');
   const initializerBytes = b.initializers.reduce((s, i) => s + (i.rawData?.byteLength ?? 0), 0);
   if (initializerBytes > 2_000_000_000) {
     throw new Error(`the ${mode} model needs ${(initializerBytes / 1e9).toFixed(2)} GB of weights, over ONNX's 2 GB single-file limit`);

@@ -11,6 +11,7 @@ import { BatchKv } from '../../src/runtime/batch-kv.ts';
 import { HfTokenizer } from '../../src/runtime/tokenizer.ts';
 import { findLinearLayers } from '../../src/runtime/graph/index.ts';
 import { decodeModel } from '../../src/runtime/graph/onnx.ts';
+import { sliceLogits } from '../../src/runtime/graph/logits-slice.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
 import { GGUF_FIXTURE, loadReference } from './fixture.ts';
 
@@ -94,4 +95,9 @@ test('imported tokenizer encodes like the source tokenizer and round-trips text'
   assert.equal(config['add_bos_token'], false);
   const rendered = tokenizer.applyChatTemplate([{ role: 'user', content: 'Hi' }]);
   assert.equal(rendered, '<|user|>Hi\n<|assistant|>');
+});
+
+test('lm_head produces the logits output directly, so prefill can slice to the needed positions', async () => {
+  const model = decodeModel(new Uint8Array(await readFile(join(modelDir, 'onnx', 'model.onnx'))));
+  assert.equal(sliceLogits(model), true);
 });
