@@ -72,6 +72,13 @@ const ConfigSchema = z.object({
   /** Overrides the advertised base model id (default: the model directory's name). */
   modelId: z.string().min(1).optional(),
   adapterDir: userPath.default(path.join(REPO_ROOT, 'adapters')),
+  /** Where admin-registered adapter paths must lie (path-list, `:`-separated); unset = the adapter dir. */
+  adapterRoots: z
+    .string()
+    .transform((raw) => raw.split(path.delimiter).filter((p) => p.trim() !== '').map((p) => path.resolve(p.trim())))
+    .optional(),
+  /** How long a failed adapter load is answered from memory before the directory is read again (ms). */
+  adapterFailureTtlMs: int(0, 3_600_000).default(10_000),
   dataDir: userPath.default(path.join(REPO_ROOT, 'data')),
   adminToken: z.string().min(1).optional(),
   device: z.enum(['cpu', 'cuda']).default('cpu'),
@@ -103,6 +110,8 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   modelDir: { env: 'PATCHBAY_MODEL_DIR', flag: 'model-dir' },
   modelId: { env: 'PATCHBAY_MODEL_ID', flag: 'model-id' },
   adapterDir: { env: 'PATCHBAY_ADAPTER_DIR', flag: 'adapter-dir' },
+  adapterRoots: { env: 'PATCHBAY_ADAPTER_ROOTS', flag: 'adapter-roots' },
+  adapterFailureTtlMs: { env: 'PATCHBAY_ADAPTER_FAILURE_TTL_MS', flag: 'adapter-failure-ttl-ms' },
   dataDir: { env: 'PATCHBAY_DATA_DIR', flag: 'data-dir' },
   adminToken: { env: 'PATCHBAY_ADMIN_TOKEN' },
   device: { env: 'PATCHBAY_DEVICE', flag: 'device' },

@@ -97,6 +97,9 @@ loading
       // An adapter's base_model_name_or_path may name the checkpoint directory rather than the served id.
       baseModelNames: [basename(model.dir), ...(model.nameOrPath ? [model.nameOrPath] : [])],
       adapterDir: config.adapterDir,
+      ...(config.adapterRoots ? { adapterRoots: config.adapterRoots } : {}),
+      failureTtlMs: config.adapterFailureTtlMs,
+      dataDir: config.dataDir,
       cacheBytes: config.cacheBytes,
       metrics,
       logger,

@@ -16,6 +16,7 @@ import { z } from 'zod';
 import type { LayerFactors } from '../runtime/types.ts';
 import { assertAdapterDir, CONFIG_FILE, openWeights, peftType, readConfigJson } from './adapter-files.ts';
 import { checkBaseModel, invalidAdapter, resolveModules, type AttachTarget } from './attach-target.ts';
+import { assertFinite } from './finite.ts';
 import { loadedAdapter, type AdapterKind, type LoadedAdapter } from './kind.ts';
 import { isTargeted, moduleScaling, PeftLoraConfigSchema, unsupportedFeatures, type PeftLoraConfig } from './peft-config.ts';
 import type { TensorInfo } from './safetensors.ts';
@@ -76,6 +77,8 @@ async function loadLora(dir: string, target: AttachTarget, id: string): Promise<
     for (const p of plan) {
       const A = (await file.read(p.A.name)).data as Float32Array;
       const B = (await file.read(p.B.name)).data as Float32Array;
+      assertFinite(id, p.A.name, A);
+      assertFinite(id, p.B.name, B);
       factors.set(p.module, compileLora(A, B, p.r, p.dIn, p.dOut, p.scale));
     }
     return loadedAdapter(id, 'lora', factors);

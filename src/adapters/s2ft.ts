@@ -14,6 +14,7 @@ import { z } from 'zod';
 import type { LayerFactors } from '../runtime/types.ts';
 import { assertAdapterDir, CONFIG_FILE, openWeights, peftType, readConfigJson } from './adapter-files.ts';
 import { checkBaseModel, invalidAdapter, resolveModules, type AttachLayer, type AttachTarget } from './attach-target.ts';
+import { assertFinite } from './finite.ts';
 import { loadedAdapter, type AdapterKind, type LoadedAdapter } from './kind.ts';
 import { idxName, S2ftConfigSchema, sName, type S2ftAxis } from './s2ft-format.ts';
 
@@ -64,6 +65,7 @@ async function loadS2ft(dir: string, target: AttachTarget, id: string): Promise<
       const idxT = await file.read(idxName(m));
       const idx = idxT.dtype === 'I64' ? Int32Array.from(idxT.data, Number) : (idxT.data as Int32Array);
       const S = (await file.read(sName(m))).data as Float32Array;
+      assertFinite(id, sName(m), S);
       const layer = layers.get(m)!;
       const axis = cfg.modules[m]!.axis;
       checkIdx(id, m, idx, axis === 'output' ? layer.dOut : layer.dIn, axis);

@@ -4,7 +4,7 @@
  * Label cardinality is bounded: `adapter` only ever holds an id that resolved, i.e. a registered adapter.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { LoadEvent, RegistryStats } from '../registry/adapter-registry.ts';
+import type { LoadEvent, MergeEvent, RegistryStats } from '../registry/adapter-registry.ts';
 
 type StatKey = keyof RegistryStats;
 
@@ -12,6 +12,7 @@ export class AdapterMetrics {
   #stats: (() => RegistryStats | undefined) | undefined;
 
   readonly loadSeconds: Histogram<'kind' | 'outcome'>;
+  readonly mergeSeconds: Histogram<'type'>;
   readonly requests: Counter<'kind' | 'adapter'>;
 
   constructor(registry: Registry) {
@@ -20,6 +21,13 @@ export class AdapterMetrics {
       help: 'Time to read, validate and compile an adapter into delta factors (kind is unknown for failures).',
       labelNames: ['kind', 'outcome'] as const,
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    });
+    this.mergeSeconds = new Histogram({
+      name: 'patchbay_adapter_merge_duration_seconds',
+      help: 'Time to compile a combination or named merge into factors (concatenation, plus truncated SVD when a rank is asked).',
+      labelNames: ['type'] as const,
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     });
     this.requests = new Counter({
@@ -57,7 +65,9 @@ export class AdapterMetrics {
     gauge('patchbay_adapter_resident_bytes', 'Bytes of delta factors resident in host memory.', 'residentBytes');
     gauge('patchbay_adapter_resident', 'Adapters and combinations resident in host memory.', 'resident');
     gauge('patchbay_adapter_cache_capacity_bytes', 'The byte budget of the adapter cache.', 'maxBytes');
-    gauge('patchbay_adapters_registered', 'Adapters known to the registry.', 'registered');
+    gauge('patchbay_adapters_registered', 'Adapters and named merges known to the registry.', 'registered');
+    gauge('patchbay_adapter_pinned_bytes', 'Bytes of pinned (never evicted) factors.', 'pinnedBytes');
+    counter('patchbay_adapter_cache_revived_total', 'Misses answered by evicted factors a running sequence still held (no second copy).', 'revived');
   }
 
   /** The registry exists only once the runtime has loaded; until then the mirrored series read 0. */
@@ -67,6 +77,10 @@ export class AdapterMetrics {
 
   recordLoad(event: LoadEvent): void {
     this.loadSeconds.observe({ kind: event.kind ?? 'unknown', outcome: event.error ? 'error' : 'ok' }, event.seconds);
+  }
+
+  recordMerge(event: MergeEvent): void {
+    this.mergeSeconds.observe({ type: event.key.startsWith('combo:') ? 'combination' : 'named' }, event.seconds);
   }
 
   recordRequest(kind: string, adapter: string): void {

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { attachTarget } from '../adapters/index.ts';
 import { AdapterRegistry } from '../registry/adapter-registry.ts';
 import { createPatchManager } from './patch-serving.ts';
+import { MergeStore } from '../registry/merge-store.ts';
 import type { DeltaRewrite } from '../runtime/graph/delta-branches.ts';
 import { DEFAULT_DELTA_SELECTION, type DeltaSelection } from '../runtime/graph/selection.ts';
 import { traceEvict, traceHit, traceLoad, traceMerge } from '../telemetry/adapter-spans.ts';
@@ -24,6 +25,11 @@ export interface AdapterServingOptions {
   /** Names an adapter's `base_model_name_or_path` may give (besides the served model id). */
   baseModelNames?: readonly string[];
   adapterDir?: string;
+  /** PATCHBAY_ADAPTER_ROOTS (default: the adapter dir). */
+  adapterRoots?: readonly string[];
+  failureTtlMs?: number;
+  /** Named merge recipes persist here (merges.json); unset = merges live in memory only. */
+  dataDir?: string;
   cacheBytes: number;
   metrics: ServerMetrics;
   logger: Logger;
@@ -43,6 +49,8 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
   const log = opts.logger.child({ component: 'adapters' });
   const registry = new AdapterRegistry({
     ...(opts.adapterDir ? { adapterDir: opts.adapterDir } : {}),
+    ...(opts.adapterRoots ? { adapterRoots: opts.adapterRoots } : {}),
+    ...(opts.failureTtlMs !== undefined ? { failureTtlMs: opts.failureTtlMs } : {}),
     maxBytes: opts.cacheBytes,
     target,
     reserved: [model.id],
@@ -52,7 +60,10 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
       if (event.error) log.warn({ adapter: event.id, err: event.error }, 'adapter load failed');
       else log.info({ adapter: event.id, kind: event.kind, bytes: event.bytes, ms: Math.round(event.seconds * 1000) }, 'adapter loaded');
     },
-    onMerge: traceMerge,
+    onMerge(event) {
+      traceMerge(event);
+      opts.metrics.adapters.recordMerge(event);
+    },
     onHit: traceHit,
     onEvict(key, bytes, reason) {
       traceEvict(key, bytes, reason);
@@ -61,6 +72,13 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
   });
   const found = await registry.scan();
   for (const { id, reason } of registry.unfitAdapters()) log.warn({ adapter: id, reason }, 'adapter directory does not fit this base model; not offered');
+  if (opts.dataDir) {
+    const store = new MergeStore(opts.dataDir);
+    const { restored, skipped } = registry.restoreMerges(await store.load());
+    registry.onMergesChanged = (recipes) => store.save(recipes);
+    if (restored.length + skipped.length > 0) log.info({ file: store.file, restored, skipped }, 'named merges restored (built on first use)');
+    if (skipped.length > 0) log.warn({ skipped }, 'named merges whose id is now an adapter or invalid were not restored');
+  }
   opts.metrics.adapters.watch(() => registry.stats());
   log.info({ adapterDir: opts.adapterDir, adapters: found.length, deltaTargets: target?.selection ?? 'none' }, 'adapter registry ready');
   const patches = opts.runtime.versions

@@ -14,6 +14,7 @@ import { observe } from './logging.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { adminAdapterRoutes } from './routes/admin-adapters.ts';
 import { adminPatchRoutes } from './routes/admin-patches.ts';
+import { adminMergeRoutes } from './routes/admin-merges.ts';
 import { chatRoute } from './routes/chat.ts';
 import { completionsRoute } from './routes/completions.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -48,6 +49,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   tokenizeRoutes(app, deps.state);
   adminAdapterRoutes(app, deps.state);
   adminPatchRoutes(app, deps.state);
+  adminMergeRoutes(app, deps.state);
 
   app.onError(onError);
   app.notFound(notFoundHandler);

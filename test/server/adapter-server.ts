@@ -1,4 +1,5 @@
 /** A real runtime + adapter registry + app, wired exactly as main.ts does (createAdapterServing). */
+import { tmpdir } from 'node:os';
 import type { Hono } from 'hono';
 import type { AdapterRegistry } from '../../src/registry/adapter-registry.ts';
 import { loadRuntime, type Runtime } from '../../src/runtime/index.ts';
@@ -28,6 +29,11 @@ export interface AdapterServerOptions {
   adminToken?: string;
   deltaTargets?: DeltaSelection | 'none';
   cacheBytes?: number;
+  /** PATCHBAY_ADAPTER_ROOTS; default: the system temp dir, where the tests write adapters to register. */
+  adapterRoots?: readonly string[];
+  /** PATCHBAY_DATA_DIR for named merge recipes; unset = in memory only. */
+  dataDir?: string;
+  failureTtlMs?: number;
 }
 
 export async function startAdapterServer(opts: AdapterServerOptions): Promise<AdapterServer> {
@@ -49,6 +55,9 @@ export async function startAdapterServer(opts: AdapterServerOptions): Promise<Ad
     rewrite: runtime.rewrite,
     deltaTargets: opts.deltaTargets,
     adapterDir: opts.adapterDir,
+    adapterRoots: opts.adapterRoots ?? [tmpdir()],
+    ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
+    ...(opts.failureTtlMs !== undefined ? { failureTtlMs: opts.failureTtlMs } : {}),
     cacheBytes: opts.cacheBytes ?? 64 << 20,
     metrics,
     logger,

@@ -13,12 +13,12 @@ import { parseJsonBody } from '../body.ts';
 import type { AppEnv } from '../env.ts';
 import type { ServingState } from '../state.ts';
 
-const RegisterBody = z.object({ id: z.string().min(1), path: z.string().min(1) });
+const RegisterBody = z.object({ id: z.string().min(1), path: z.string().min(1), pinned: z.boolean().optional() });
 /** vLLM also sends fields Patchbay has no use for (`load_inplace`, `lora_int_id`); they are ignored. */
 const LoadLoraBody = z.looseObject({ lora_name: z.string().min(1), lora_path: z.string().min(1) });
 const UnloadLoraBody = z.looseObject({ lora_name: z.string().min(1) });
 
-function registryOf(state: ServingState): AdapterRegistry {
+export function registryOf(state: ServingState): AdapterRegistry {
   const registry = state.loaded().adapters;
   if (!registry) {
     throw new PatchbayError({ status: 400, code: 'not_available', message: 'This server has no adapter registry.' });
@@ -26,17 +26,20 @@ function registryOf(state: ServingState): AdapterRegistry {
   return registry;
 }
 
-function view(registry: AdapterRegistry, e: AdapterEntry) {
+export function view(registry: AdapterRegistry, e: AdapterEntry) {
   return {
     object: 'adapter' as const,
     id: e.id,
-    path: e.path,
+    path: e.source === 'merge' ? null : e.path,
     source: e.source,
     created: e.created,
+    generation: e.generation,
     kind: e.kind ?? null,
     rank: e.rank ?? null,
     bytes: e.bytes ?? null,
+    pinned: e.pinned,
     resident: registry.isResident(e.id),
+    ...(e.recipe ? { recipe: e.recipe } : {}),
   };
 }
 
@@ -54,7 +57,7 @@ export function adminAdapterRoutes(app: Hono<AppEnv>, state: ServingState): void
   app.post('/admin/adapters', async function registerAdapter(c) {
     const registry = registryOf(state);
     const body = await parseJsonBody(c, RegisterBody);
-    const entry = await registry.register(adapterId(body.id, 'id'), body.path);
+    const entry = await registry.register(adapterId(body.id, 'id'), body.path, undefined, body.pinned ?? false);
     return c.json(view(registry, entry), 201);
   });
 
