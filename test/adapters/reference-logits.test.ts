@@ -9,17 +9,14 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as ort from 'onnxruntime-node';
-import { attachTarget, combineBindings, loadAdapter, type AttachTarget } from '../../src/adapters/index.ts';
+import { combineBindings, loadAdapter } from '../../src/adapters/index.ts';
 import { convertS2ft } from '../../src/adapters/s2ft-convert.ts';
 import { decodeSafetensors } from '../../src/adapters/safetensors.ts';
-import { addDeltaBranches, type DeltaLayer } from '../../src/runtime/graph/index.ts';
-import { decodeModel, valueInfoDims } from '../../src/runtime/graph/onnx.ts';
 import type { DeltaBinding } from '../../src/runtime/types.ts';
 import { tempDir } from './helpers.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
 import { argmax } from '../../src/runtime/sampler.ts';
-import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
+import { deltaBase, forward, type DeltaBase } from '../helpers/delta-forward.ts';
 
 interface Fixture {
   tolerance: number;
@@ -39,56 +36,13 @@ interface Fixture {
 const FIXTURES = 'test/fixtures/adapters';
 const fixtures = existsSync(FIXTURES) ? readdirSync(FIXTURES).filter((f) => f.endsWith('.json')).sort() : [];
 
-interface Base {
-  session: ort.InferenceSession;
-  layers: DeltaLayer[];
-  target: AttachTarget;
-  past: Array<{ name: string; heads: number; headDim: number }>;
-}
-const bases = new Map<string, Promise<Base>>();
-
-function base(name: string): Promise<Base> {
-  let b = bases.get(name);
-  if (!b) {
-    b = (async () => {
-      const bytes = new Uint8Array(await readFile(`models/${name}/onnx/model.onnx`));
-      const rw = addDeltaBranches(bytes, 'all-linear');
-      const past = decodeModel(bytes).graph!.input!
-        .filter((i) => i.name!.startsWith('past_key_values.'))
-        .map((i) => {
-          const d = valueInfoDims(i)!;
-          return { name: i.name!, heads: d[1] as number, headDim: d[3] as number };
-        });
-      const session = await ort.InferenceSession.create(rw.bytes, { intraOpNumThreads: 1 });
-      return { session, layers: rw.layers, target: attachTarget(rw, 'all-linear', [name]), past };
-    })();
-    bases.set(name, b);
-  }
-  return b;
-}
+type Base = DeltaBase;
+const base = deltaBase;
 
 async function bindingFor(fx: Fixture, b: Base): Promise<DeltaBinding> {
   const parts = await Promise.all(fx.adapters.map(async (a) => ({ binding: (await loadAdapter(adapterDir(fx.base, a.id), b.target)).binding, weight: a.weight })));
   return parts.length === 1 && parts[0]!.weight === 1 ? parts[0]!.binding : combineBindings(parts);
 }
-
-/** Full-sequence forward of equal-length rows; returns logits [rows, seq, vocab]. */
-async function forward(b: Base, ids: number[][], rows: (DeltaBinding | undefined)[]): Promise<{ data: Float32Array; seq: number; vocab: number }> {
-  const n = ids.length;
-  const seq = ids[0]!.length;
-  const feeds: Record<string, ort.Tensor> = {
-    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.flat(), BigInt), [n, seq]),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(n * seq).fill(1n), [n, seq]),
-    position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: n * seq }, (_, i) => BigInt(i % seq)), [n, seq]),
-  };
-  for (const p of b.past) feeds[p.name] = new ort.Tensor('float32', new Float32Array(0), [n, p.heads, 0, p.headDim]);
-  Object.assign(feeds, deltaTensors(b.layers, rows));
-  const out = await b.session.run(feeds);
-  const logits = out.logits!;
-  return { data: logits.data as Float32Array, seq, vocab: logits.dims[2]! };
-}
-
-
 
 async function greedy(b: Base, prompt: number[], delta: DeltaBinding | undefined, n: number): Promise<number[]> {
   const seq = [...prompt];

@@ -17,7 +17,9 @@
    checkpoint, the last, the uniform average, MWA by loss and by step at p ∈ {0.5, 1, 2}, and Task Arithmetic of
    two different adapters (checkpoint-100 and lora-tragedy) at several λ, one negative.
 
-Usage: python tools/merges/build_merge_fixtures.py   (needs /work/hf-cache/tiny-gpt2-hf or tools/.cache/tiny-gpt2-hf)
+Usage: python tools/merges/build_merge_fixtures.py [--reuse-run]
+  (needs /work/hf-cache/tiny-gpt2-hf or tools/.cache/tiny-gpt2-hf; --reuse-run keeps the committed checkpoints
+  and recomputes references and the table only)
 CPU, 2 threads, nice'd: about 3-6 minutes.
 """
 import json
@@ -179,33 +181,19 @@ def main():
     tok = Tokenizer.from_file(os.path.join(GPT2, "tokenizer.json"))
     os.makedirs(SCRATCH, exist_ok=True)
     t0 = time.time()
-    test = train_run(genre_ids(tok, "comedies"))
-    print(f"trained in {time.time() - t0:.0f}s", flush=True)
+    comedies = genre_ids(tok, "comedies")
+    if "--reuse-run" in sys.argv and os.path.exists(os.path.join(RUN, f"checkpoint-{STEPS}", "trainer_state.json")):
+        test = split_blocks(comedies)[0]  # the same deterministic split the run was trained with
+        print("reusing the committed Trainer run", flush=True)
+    else:
+        test = train_run(comedies)
+        print(f"trained in {time.time() - t0:.0f}s", flush=True)
 
     steps = list(range(SAVE_EVERY, STEPS + 1, SAVE_EVERY))
     ckpt = {s: os.path.join(RUN, f"checkpoint-{s}") for s in steps}
     deltas = {s: lora_delta(ckpt[s]) for s in steps}
     metrics = {s: checkpoint_metrics(s) for s in steps}
-    base = load_base(GPT2)
-    rows = [("base model", heldout_loss(base, test))]
-    for s in steps:
-        rows.append((f"checkpoint-{s} (eval loss {metrics[s][1]:.4f})", heldout_loss(merged_model([(1.0, deltas[s])]), test)))
-    rows.append(("last checkpoint", rows[-1][1]))
-    rows.append(("uniform average (p = 0)", heldout_loss(merged_model([(1 / len(steps), deltas[s]) for s in steps]), test)))
-    for metric in ("loss", "steps"):
-        values = [metrics[s][1] if metric == "loss" else metrics[s][0] for s in steps]
-        for p in (0.5, 1, 2):
-            w = mwa_weights(values, p, metric)
-            rows.append((f"MWA by {metric}, p = {p} (w = {', '.join(f'{x:.3f}' for x in w)})",
-                         heldout_loss(merged_model(list(zip(w, [deltas[s] for s in steps]))), test)))
-    tragedy = lora_delta(os.path.join(ROOT, "adapters", "lora-tragedy"))
     last = deltas[steps[-1]]
-    tragedy_blocks = split_blocks(genre_ids(tok, "tragedies"))[0]
-    ta_rows = []
-    for lc, lt in [(1, 0), (0, 1), (0.5, 0.5), (1, 1), (1, -0.5), (1, -1)]:
-        m = merged_model([(lc, last), (lt, tragedy)])
-        ta_rows.append((lc, lt, heldout_loss(m, test), heldout_loss(m, tragedy_blocks)))
-
     # Reference 1: MWA by eval loss, p = 1, exact (merged ΔW), checked against PEFT's exact `cat` combination.
     from peft import PeftModel
     w = mwa_weights([metrics[s][1] for s in steps], 1, "loss")
@@ -244,6 +232,26 @@ def main():
         json.dump(refs, f, separators=(",", ":"))
     with open(os.path.join(OUT, "svd-cases.json"), "w") as f:
         json.dump(svd_cases(), f, separators=(",", ":"))
+
+    print("references written; computing the held-out table", flush=True)
+    base = load_base(GPT2)
+    rows = [("base model", heldout_loss(base, test))]
+    for s in steps:
+        rows.append((f"checkpoint-{s} (eval loss {metrics[s][1]:.4f})", heldout_loss(merged_model([(1.0, deltas[s])]), test)))
+    rows.append(("last checkpoint", rows[-1][1]))
+    rows.append(("uniform average (p = 0)", heldout_loss(merged_model([(1 / len(steps), deltas[s]) for s in steps]), test)))
+    for metric in ("loss", "steps"):
+        values = [metrics[s][1] if metric == "loss" else metrics[s][0] for s in steps]
+        for p in (0.5, 1, 2):
+            w = mwa_weights(values, p, metric)
+            rows.append((f"MWA by {metric}, p = {p} (w = {', '.join(f'{x:.3f}' for x in w)})",
+                         heldout_loss(merged_model(list(zip(w, [deltas[s] for s in steps]))), test)))
+    tragedy = lora_delta(os.path.join(ROOT, "adapters", "lora-tragedy"))
+    tragedy_blocks = split_blocks(genre_ids(tok, "tragedies"))[0]
+    ta_rows = []
+    for lc, lt in [(1, 0), (0, 1), (0.5, 0.5), (1, 1), (1, -0.5), (1, -1)]:
+        m = merged_model([(lc, last), (lt, tragedy)])
+        ta_rows.append((lc, lt, heldout_loss(m, test), heldout_loss(m, tragedy_blocks)))
 
     lines = ["| merge | held-out loss (comedies) |", "|---|---|"]
     lines += [f"| {name} | {loss:.4f} |" for name, loss in rows]

@@ -1,0 +1,144 @@
+/**
+ * bench/registry — adapter cold start and cache churn, against a real Patchbay server in a child process.
+ *
+ * 1. Cold vs warm (rank-16 LoRA on c_attn, tiny GPT-2): time to first token (a 1-token completion) of an adapter
+ *    never requested before (read + validate + compile + attach) and of the same adapter right after (resident),
+ *    interleaved trial by trial, plus the base model; the swap itself from the server's
+ *    `patchbay_adapter_load_duration_seconds` histogram (the LoadEvent that also becomes the `adapter.load` span).
+ * 2. Churn: 200 distinct adapters on disk (generated into a temp dir), PATCHBAY_CACHE_BYTES sized for 20, ids
+ *    drawn from a Zipf distribution (s = 1.1) at concurrency 8 for `--seconds` (default 120): hit rate, latency
+ *    p50 / p99, errors, and the server's RSS after warm-up vs at the end.
+ *
+ *   npm run bench:registry -- [--seconds 120] [--trials 15] [--warmup 15]
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loraBytes, realTarget, tempDir, writeLora, removeTempDirs } from '../test/registry/fixtures.ts';
+import { startServer, timeCompletion, type ServerProcess } from './lib/server-process.ts';
+import { median } from './lib/stats.ts';
+
+const { values: args } = parseArgs({
+  options: { seconds: { type: 'string', default: '120' }, trials: { type: 'string', default: '15' }, warmup: { type: 'string', default: '15' } },
+});
+const SECONDS = Number(args.seconds);
+const TRIALS = Number(args.trials);
+const WARMUP = Number(args.warmup);
+const N = 200;
+const CACHED = 20;
+const SPEC = { modules: ['c_attn'], rank: 16 };
+const MODEL = 'tiny-gpt2';
+
+const target = await realTarget(MODEL);
+const dir = await tempDir('patchbay-bench-registry-');
+for (let i = 0; i < N; i++) await writeLora(path.join(dir, `a${String(i).padStart(3, '0')}`), target, { ...SPEC, seed: 1000 + i });
+const oneBytes = loraBytes(target, SPEC);
+const ids = Array.from({ length: N }, (_, i) => `a${String(i).padStart(3, '0')}`);
+console.log(`${N} rank-${SPEC.rank} LoRA adapters on ${SPEC.modules.join(',')} in ${dir}, ${oneBytes} bytes of factors each`);
+
+const body = (model: string, maxTokens = 1) => ({ model, prompt: 'ROMEO.\nBut soft, what light', max_tokens: maxTokens, temperature: 0, ignore_eos: true });
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const fmt = (xs: number[]) => `median ${median(xs).toFixed(1)} ms (range ${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
+
+async function scrape(server: ServerProcess): Promise<Map<string, number>> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+(?:\{[^}]*\})?) ([0-9.eE+-]+|NaN)$/.exec(line);
+    if (m) out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}
+const sumOf = (m: Map<string, number>, prefix: string) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((s, [, v]) => s + v, 0);
+
+async function rssMiB(server: ServerProcess): Promise<number> {
+  const status = await readFile(`/proc/${server.child.pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+// ---- 1. cold vs warm -------------------------------------------------------------------------------------
+{
+  const server = await startServer({ PATCHBAY_ADAPTER_DIR: dir, PATCHBAY_CACHE_BYTES: String(64 << 20), PATCHBAY_THREADS: '1' });
+  try {
+    for (let i = 0; i < 3; i++) await timeCompletion(server.url, body(MODEL)); // warm the base path
+    const cold: number[] = [];
+    const warm: number[] = [];
+    const base: number[] = [];
+    for (let t = 0; t < TRIALS; t++) {
+      const id = ids[N - 1 - t]!;
+      base.push((await timeCompletion(server.url, body(MODEL))).ms);
+      cold.push((await timeCompletion(server.url, body(id))).ms);
+      warm.push((await timeCompletion(server.url, body(id))).ms);
+    }
+    const m = await scrape(server);
+    const loadSum = sumOf(m, 'patchbay_adapter_load_duration_seconds_sum');
+    const loadCount = sumOf(m, 'patchbay_adapter_load_duration_seconds_count');
+    console.log(`\ncold vs warm, rank ${SPEC.rank}, ${TRIALS} interleaved trials, time to first token (1-token completion):`);
+    console.log(`  base  ${fmt(base)}`);
+    console.log(`  warm  ${fmt(warm)}`);
+    console.log(`  cold  ${fmt(cold)}`);
+    console.log(`  cold / warm = ${(median(cold) / median(warm)).toFixed(2)}×  (goal ≤ 1.5×)`);
+    console.log(`  swap (adapter.load: read + validate + compile), mean of ${loadCount}: ${((loadSum / loadCount) * 1000).toFixed(2)} ms`);
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---- 2. churn ----------------------------------------------------------------------------------------------
+{
+  // Zipf(s) over ranks 1..N, by inverse CDF on a seeded generator.
+  const s = 1.1;
+  const w = ids.map((_, k) => 1 / (k + 1) ** s);
+  const total = w.reduce((a, b) => a + b, 0);
+  const cdf: number[] = [];
+  w.reduce((acc, x, i) => (cdf[i] = acc + x / total), 0);
+  let seed = 42;
+  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const draw = () => {
+    const u = rand();
+    const k = cdf.findIndex((c) => c >= u);
+    return ids[k < 0 ? N - 1 : k]!;
+  };
+
+  const server = await startServer({ PATCHBAY_ADAPTER_DIR: dir, PATCHBAY_CACHE_BYTES: String(CACHED * oneBytes), PATCHBAY_THREADS: '1' });
+  try {
+    const latencies: number[] = [];
+    let errors = 0;
+    let warmStats: Map<string, number> | undefined;
+    let warmRss = 0;
+    const started = performance.now();
+    const end = started + SECONDS * 1000;
+    const worker = async () => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        try {
+          await timeCompletion(server.url, body(draw(), 2));
+          if (t0 - started >= WARMUP * 1000) latencies.push(performance.now() - t0);
+        } catch (err) {
+          errors++;
+          if (errors <= 3) console.error(String(err));
+        }
+      }
+    };
+    const sampler = (async () => {
+      await new Promise((r) => setTimeout(r, WARMUP * 1000));
+      warmStats = await scrape(server);
+      warmRss = await rssMiB(server);
+    })();
+    await Promise.all([...Array.from({ length: 8 }, worker), sampler]);
+    const endStats = await scrape(server);
+    const endRss = await rssMiB(server);
+    const hits = endStats.get('patchbay_adapter_cache_hits_total')! - warmStats!.get('patchbay_adapter_cache_hits_total')!;
+    const misses = endStats.get('patchbay_adapter_cache_misses_total')! - warmStats!.get('patchbay_adapter_cache_misses_total')!;
+    const revived = (endStats.get('patchbay_adapter_cache_revived_total') ?? 0) - (warmStats!.get('patchbay_adapter_cache_revived_total') ?? 0);
+    console.log(`\nchurn: ${N} adapters, cache ${CACHED * oneBytes} bytes (${CACHED} adapters), Zipf s=${s}, concurrency 8, ${SECONDS} s (first ${WARMUP} s warm-up):`);
+    console.log(`  requests ${latencies.length} after warm-up, errors ${errors}`);
+    console.log(`  hit rate ${((100 * hits) / (hits + misses + revived)).toFixed(1)}% (hits ${hits}, misses ${misses}, revived ${revived}), evictions ${endStats.get('patchbay_adapter_cache_evictions_total')}`);
+    console.log(`  latency p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms (2-token completions)`);
+    console.log(`  resident ${endStats.get('patchbay_adapter_resident_bytes')} bytes of ${endStats.get('patchbay_adapter_cache_capacity_bytes')}`);
+    console.log(`  server RSS after warm-up ${warmRss.toFixed(1)} MiB, at the end ${endRss.toFixed(1)} MiB`);
+  } finally {
+    await server.stop();
+    await removeTempDirs();
+  }
+}
