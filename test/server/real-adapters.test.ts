@@ -13,7 +13,8 @@ const GPT2_SET = ['lora-comedy', 'lora-tragedy', 's2ft-histories'];
 
 let s: AdapterServer;
 before(async () => {
-  s = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: DIR, adminToken: 'test-token' });
+  // PATCHBAY_ADAPTER_ROOTS: the test registers the tiny-Llama adapter from the fixtures directory.
+  s = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: DIR, adminToken: 'test-token', adapterRoots: [path.join(REPO_ROOT, 'test', 'fixtures')] });
 });
 after(() => s?.close());
 
