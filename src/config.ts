@@ -93,6 +93,13 @@ const ConfigSchema = z.object({
   maxQueue: int(0, 1_000_000).default(64),
   /** Unset = derived from the model's context length once it has loaded (server/body-limit.ts). */
   maxBodyBytes: byteSize.optional(),
+  /** Tenant API keys for the public routes (server/tenants/keys-file.ts); unset = open mode. */
+  keysFile: userPath.optional(),
+  /** Most rank one request's adapters may add up to (ranks of combined adapters add). */
+  maxCombinedRank: int(1, 1_000_000).default(256),
+  /** Serve /metrics on this separate listener instead of the public one. */
+  metricsPort: int(0, 65535).optional(),
+  metricsHost: z.string().min(1).default('127.0.0.1'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   threads: int(1, 1024).optional(),
   otlpEndpoint: z.url().optional(),
@@ -122,6 +129,10 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   maxBatch: { env: 'PATCHBAY_MAX_BATCH', flag: 'max-batch' },
   maxQueue: { env: 'PATCHBAY_MAX_QUEUE', flag: 'max-queue' },
   maxBodyBytes: { env: 'PATCHBAY_MAX_BODY_BYTES', flag: 'max-body-bytes' },
+  keysFile: { env: 'PATCHBAY_KEYS_FILE', flag: 'keys-file' },
+  maxCombinedRank: { env: 'PATCHBAY_MAX_COMBINED_RANK', flag: 'max-combined-rank' },
+  metricsPort: { env: 'PATCHBAY_METRICS_PORT', flag: 'metrics-port' },
+  metricsHost: { env: 'PATCHBAY_METRICS_HOST', flag: 'metrics-host' },
   logLevel: { env: 'PATCHBAY_LOG_LEVEL', flag: 'log-level' },
   threads: { env: 'PATCHBAY_THREADS', flag: 'threads' },
   otlpEndpoint: { env: 'OTEL_EXPORTER_OTLP_ENDPOINT', flag: 'otlp-endpoint' },

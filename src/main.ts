@@ -10,6 +10,11 @@ import { ConfigError, loadConfig, type Config } from './config.ts';
 import { loadRuntime, type Runtime } from './runtime/index.ts';
 import { createAdapterServing } from './server/adapter-serving.ts';
 import { createApp } from './server/app.ts';
+import { createMetricsApp } from './server/metrics-app.ts';
+import { TenantLimiter } from './server/tenants/tenant-limits.ts';
+import { TenantMetrics } from './server/tenants/tenant-metrics.ts';
+import { TenantStore } from './server/tenants/tenant-store.ts';
+import type { Tenancy } from './server/tenants/tenancy.ts';
 import { defaultBodyBytes } from './server/body-limit.ts';
 import { createLogger } from './server/logging.ts';
 import { ServerMetrics } from './server/metrics.ts';
@@ -28,6 +33,26 @@ function readConfig(): Config {
     process.stderr.write(`patchbay: ${err.message}\n`);
     process.exit(2);
   }
+}
+
+/** Keys mode when PATCHBAY_KEYS_FILE is set (a bad file stops the start); open mode, said loudly, otherwise. */
+function startTenancy(): Tenancy {
+  let store: TenantStore | undefined;
+  if (config.keysFile) {
+    try {
+      store = new TenantStore({ path: config.keysFile, logger });
+    } catch (err) {
+      process.stderr.write(`patchbay: PATCHBAY_KEYS_FILE: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+    logger.info({ keysFile: config.keysFile, tenants: store.tenants.map((t) => t.name) }, 'keys mode: public routes need a tenant API key');
+    process.on('SIGHUP', () => store!.reload('SIGHUP'));
+  } else {
+    logger.warn('open mode: no PATCHBAY_KEYS_FILE, so every caller may use every model and adapter (for local use only)');
+  }
+  const limiter = new TenantLimiter((tenant, reason) => tenantMetrics.rejected(tenant, reason));
+  const tenantMetrics = new TenantMetrics(metrics.registry, () => limiter.inFlightAll());
+  return { store, limiter, metrics: tenantMetrics, maxCombinedRank: config.maxCombinedRank };
 }
 
 function closeServer(server: Server): Promise<void> {
@@ -52,7 +77,22 @@ const metrics = new ServerMetrics({ processMetrics: true });
 const state = new ServingState();
 /** Until the model (and so its context) is known, bodies are capped at 1 MiB; generations answer 503 anyway. */
 let bodyBytes = config.maxBodyBytes ?? 1024 * 1024;
-const app = createApp({ state, metrics, logger, maxBodyBytes: () => bodyBytes, adminToken: config.adminToken });
+const tenancy = startTenancy();
+const app = createApp({
+  state,
+  metrics,
+  logger,
+  maxBodyBytes: () => bodyBytes,
+  adminToken: config.adminToken,
+  tenancy,
+  // Metrics name adapters and tenants: in keys mode they leave the public port or need the admin token.
+  metricsAccess: config.metricsPort !== undefined ? 'none' : tenancy.store ? 'admin' : 'public',
+});
+const metricsServer = config.metricsPort === undefined ? undefined : createServer(getRequestListener(createMetricsApp(metrics).fetch));
+metricsServer?.listen(config.metricsPort, config.metricsHost, () => {
+  const address = metricsServer.address();
+  logger.info({ address: typeof address === 'object' && address ? `http://${address.address}:${address.port}/metrics` : String(address) }, 'metrics listener');
+});
 
 const server = createServer(getRequestListener(app.fetch));
 server.on('error', (err) => {
@@ -136,6 +176,8 @@ function shutdown(signal: NodeJS.Signals): Promise<void> {
     const runtime = await loading;
     await runtime.scheduler.drain();
     await closeServer(server);
+    if (metricsServer) await closeServer(metricsServer);
+    tenancy.store?.close();
     state.serving?.adapters?.close();
     await runtime.close();
     // Last, so the spans of the drain itself are exported too.

@@ -3,9 +3,10 @@
  * mixes several for one request (exact Task Arithmetic, the adapter named in `model` joining with weight 1).
  * Whatever resolves becomes one `DeltaBinding` that rides GenerationRequest.delta into the shared batch.
  */
-import { badRequest, notFound } from '../errors.ts';
+import { badRequest } from '../errors.ts';
 import { deltaDisabled, type AdapterEntry, type AdapterRegistry, type WeightedId } from '../registry/adapter-registry.ts';
 import {
+  adapterNotFound,
   baseCard,
   modelNotFound,
   notAvailable,
@@ -61,7 +62,7 @@ export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolv
       }
       (req.adapters ?? []).forEach((a, i) => {
         if (!registry.has(a.id)) {
-          throw notFound(`adapter '${a.id}' does not exist; see GET /v1/models`, `adapters[${i}].id`, 'adapter_not_found');
+          throw adapterNotFound(a.id, `adapters[${i}].id`);
         }
         // The schema already demands finite numbers; checked again because NaN would poison every row.
         if (!Number.isFinite(a.weight)) throw badRequest(`weight must be a finite number`, `adapters[${i}].weight`);

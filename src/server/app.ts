@@ -21,6 +21,8 @@ import { healthRoutes } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
 import { modelsRoute } from './routes/models.ts';
 import { tokenizeRoutes } from './routes/tokenize.ts';
+import { TENANT_PATHS, tenantAuth } from './tenants/tenant-auth.ts';
+import type { Tenancy } from './tenants/tenancy.ts';
 import type { ServingState } from './state.ts';
 
 export interface AppDeps {
@@ -31,6 +33,13 @@ export interface AppDeps {
   maxBodyBytes: number | (() => number);
   /** Bearer token for the admin routes; unset switches them off (403). */
   adminToken?: string | undefined;
+  /** Tenant keys, limits and the rank cap; with `tenancy.store` the public routes need a tenant key. */
+  tenancy?: Tenancy | undefined;
+  /**
+   * Where `/metrics` is: `public` (default), `admin` (behind the admin token: keys mode without a separate
+   * listener, since metrics name adapters and tenants), or `none` (served by a separate admin listener).
+   */
+  metricsAccess?: 'public' | 'admin' | 'none';
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
@@ -38,11 +47,19 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use(observe(deps.logger, deps.metrics));
   const guard = adminAuth(deps.adminToken);
   for (const path of ADMIN_PATHS) app.use(path, guard);
+  const access = deps.metricsAccess ?? 'public';
+  if (access === 'admin') app.use('/metrics', guard);
+  // Keys mode: callers are identified before any body is read.
+  const store = deps.tenancy?.store;
+  if (store) {
+    const auth = tenantAuth(store, deps.tenancy?.metrics);
+    for (const path of TENANT_PATHS) app.use(path, auth);
+  }
   const maxBody = deps.maxBodyBytes;
   app.use(limitBody(typeof maxBody === 'number' ? () => maxBody : maxBody));
 
   healthRoutes(app, deps.state);
-  metricsRoute(app, deps.metrics);
+  if (access !== 'none') metricsRoute(app, deps.metrics);
   modelsRoute(app, deps.state);
   completionsRoute(app, deps);
   chatRoute(app, deps);

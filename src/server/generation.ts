@@ -11,6 +11,8 @@ import type { GenerationHandle, GenerationResult, SamplingParams, StreamEvent } 
 import type { GenAiOperation } from '../telemetry/attributes.ts';
 import { GenerationSpan } from '../telemetry/generation-span.ts';
 import { clientClosed } from './cancellable.ts';
+import type { Ticket } from './tenants/tenant-limits.ts';
+import { admitTenant, resolverFor, type Tenancy } from './tenants/tenancy.ts';
 import type { ServedTokenizer } from './contract.ts';
 import type { AppEnv } from './env.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -21,6 +23,8 @@ import type { ServingState } from './state.ts';
 export interface GenerationDeps {
   state: ServingState;
   metrics: ServerMetrics;
+  /** Tenant keys, limits and the rank cap (tenants/tenancy.ts); absent = open mode without caps. */
+  tenancy?: Tenancy | undefined;
 }
 
 export interface GenerationPlan {
@@ -147,7 +151,10 @@ export class Generation {
   ) {}
 
   static async start(c: Context<AppEnv>, deps: GenerationDeps, plan: GenerationPlan): Promise<Generation> {
-    const { runtime, resolver } = deps.state.admit();
+    const serving = deps.state.admit();
+    const { runtime } = serving;
+    // Narrowed to what the caller's tenant may use (a forbidden id answers like an unknown one).
+    const resolver = resolverFor(c, serving, deps.tenancy);
     const span = GenerationSpan.start({
       operation: plan.operation,
       model: plan.attach.model,
@@ -159,8 +166,11 @@ export class Generation {
     // Linked before resolving, so a client leaving while an adapter loads aborts that too.
     const link = linkToClient(c);
     let resolution: Resolution | undefined;
+    let ticket: Ticket | undefined;
     try {
-      // First, before resolving (an adapter load), rendering or tokenizing: all of those cost in proportion
+      // The tenant's in-flight and token limits: a 429 before any work.
+      ticket = admitTenant(c, deps.tenancy);
+      // Then, before resolving (an adapter load), rendering or tokenizing: all of those cost in proportion
       // to the prompt, and tokenizing is synchronous, so a huge prompt would stall every stream.
       refuseUnfittable(plan, runtime.model.contextLength, runtime.tokenizer.promptBound);
       resolution = await span.within(() => resolver.resolve(plan.attach, link.abort.signal));
@@ -213,7 +223,11 @@ export class Generation {
       const gen = new Generation(c, deps, plan, choices, prompts, resolution, link);
       // What the resolution holds is released once every choice has ended — on every path, failures included,
       // whether or not the route ever awaits the results.
-      void Promise.allSettled(choices.map((ch) => ch.handle.result)).then(() => gen.#settle());
+      void Promise.allSettled(choices.map((ch) => ch.handle.result)).then((outcomes) => {
+        const completion = outcomes.reduce((n, o) => n + (o.status === 'fulfilled' ? o.value.completionTokens : 0), 0);
+        ticket?.done(promptTokens + completion);
+        gen.#settle();
+      });
       deps.metrics.adapters.recordRequest(resolution.kind, resolution.modelId);
       return gen;
     } catch (err) {
@@ -221,6 +235,7 @@ export class Generation {
       link.abort.abort(); // cancels the choices of earlier prompts if a later one was refused
       link.unlink();
       resolution?.release();
+      ticket?.done(0);
       throw err;
     }
   }

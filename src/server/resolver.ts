@@ -2,7 +2,7 @@
  * What a request's `model` (and `adapters` / `patches` / `condition`) resolves to. The routes only ever call
  * `list`, `get` and `resolve`; `createBaseResolver` knows the base alone, adapter-resolver.ts adds adapters.
  */
-import { PatchbayError } from '../errors.ts';
+import { notFound, PatchbayError } from '../errors.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
 import type { AttachFields } from './schemas.ts';
 
@@ -44,6 +44,11 @@ export function modelNotFound(id: string): PatchbayError {
     param: 'model',
     message: `The model '${id}' does not exist or is not served here; see GET /v1/models.`,
   });
+}
+
+/** The one 404 for an `adapters[i].id` that is unknown — or forbidden to the caller (tenants/): same bytes. */
+export function adapterNotFound(id: string, param: string): PatchbayError {
+  return notFound(`adapter '${id}' does not exist; see GET /v1/models`, param, 'adapter_not_found');
 }
 
 /** 400 for request fields this server cannot honour yet. */

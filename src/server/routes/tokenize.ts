@@ -4,7 +4,7 @@
  * encoded as /v1/chat/completions does, so `count` is the prompt_tokens those routes will bill.
  * `model`, when given, must name a served model or adapter (they all share the base's tokenizer).
  */
-import type { Hono } from 'hono';
+import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { badRequest } from '../../errors.ts';
 import { parseJsonBody } from '../body.ts';
@@ -12,6 +12,7 @@ import type { AppEnv } from '../env.ts';
 import { modelNotFound } from '../resolver.ts';
 import { ChatMessages } from '../schemas.ts';
 import type { ServingState } from '../state.ts';
+import { visibleResolver } from '../tenants/tenancy.ts';
 import { toChatMessages } from './chat.ts';
 
 const model = z.string().min(1).nullish();
@@ -30,15 +31,16 @@ const DetokenizeBody = z.looseObject({
 });
 
 export function tokenizeRoutes(app: Hono<AppEnv>, state: ServingState): void {
-  const served = (id: string | null | undefined) => {
-    const { runtime, resolver } = state.loaded();
-    if (id != null && !resolver.get(id)) throw modelNotFound(id);
+  const served = (c: Context<AppEnv>, id: string | null | undefined) => {
+    const serving = state.loaded();
+    const { runtime } = serving;
+    if (id != null && !visibleResolver(c, serving).get(id)) throw modelNotFound(id);
     return runtime;
   };
 
   app.post('/tokenize', async function tokenize(c) {
     const body = await parseJsonBody(c, TokenizeBody);
-    const runtime = served(body.model);
+    const runtime = served(c, body.model);
     const { tokenizer } = runtime;
     const text = typeof body.prompt === 'string' ? body.prompt : tokenizer.applyChatTemplate(toChatMessages(body.messages as z.infer<typeof ChatMessages>));
     const tokens = tokenizer.encode(text);
@@ -47,7 +49,7 @@ export function tokenizeRoutes(app: Hono<AppEnv>, state: ServingState): void {
 
   app.post('/detokenize', async function detokenize(c) {
     const body = await parseJsonBody(c, DetokenizeBody);
-    const runtime = served(body.model);
+    const runtime = served(c, body.model);
     const vocab = runtime.model.vocabSize;
     const outside = body.tokens.find((t) => t >= vocab);
     if (outside !== undefined) throw badRequest(`'tokens' has id ${outside}, outside the vocabulary (size ${vocab}).`, 'tokens');
