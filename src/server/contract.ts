@@ -15,6 +15,8 @@ export interface ServedModelInfo {
 
 export interface ServedTokenizer {
   encode(text: string): number[];
+  /** A completion prompt with the model's BOS when it asks for one (add_bos_token). */
+  encodePrompt(text: string): number[];
   decode(ids: number[]): string;
   applyChatTemplate(messages: ChatMessage[]): string;
   /** Raw bytes of one vocabulary entry, for logprobs. */

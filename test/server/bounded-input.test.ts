@@ -34,6 +34,7 @@ function counting(inner: ServedTokenizer) {
     decode: (ids) => inner.decode(ids),
     tokenBytes: (id) => inner.tokenBytes(id),
     encode: (t) => (calls.encode++, inner.encode(t)),
+    encodePrompt: (t) => (calls.encode++, inner.encodePrompt(t)),
     applyChatTemplate: (m) => (calls.render++, inner.applyChatTemplate(m)),
   };
   return { tokenizer, calls };

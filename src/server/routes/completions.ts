@@ -38,7 +38,7 @@ export function completionsRoute(app: Hono<AppEnv>, deps: GenerationDeps): void 
       // Token ids are counted exactly (no encoding needed); text is bounded from its length first. Each
       // prompt is its own generation, so the longest one decides.
       promptChars: Math.max(0, ...prompts.map((p) => (typeof p === 'string' ? p.length : 0))),
-      prompts: (tokenizer) => prompts.map((p) => (typeof p === 'string' ? tokenizer.encode(p) : p)),
+      prompts: (tokenizer) => prompts.map((p) => (typeof p === 'string' ? tokenizer.encodePrompt(p) : p)),
       promptParam: 'prompt',
       maxTokens: body.max_tokens ?? undefined,
       maxTokensParam: 'max_tokens',
