@@ -19,9 +19,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startServer(env: Record<string, string>): Promise<ServerProcess> {
+/** `cwd`: the checkout whose `src/main.ts` runs (default: this one), e.g. an older commit to compare against. */
+export async function startServer(env: Record<string, string>, cwd?: string): Promise<ServerProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    ...(cwd ? { cwd } : {}),
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PATCHBAY_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
