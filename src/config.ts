@@ -105,6 +105,13 @@ const ConfigSchema = z.object({
   otlpEndpoint: z.url().optional(),
   /** `service.name` on exported spans. */
   serviceName: z.string().min(1).default('patchbay'),
+  /** Knowledge edits: `auto` = on when the model ships key statistics (edit_stats.safetensors), `off` = never. */
+  edits: z.enum(['auto', 'off']).default('auto'),
+  /** Edited layers (comma-separated HF module paths); unset = every layer the key statistics cover. */
+  editLayers: z.string().transform((v) => v.split(',').map((s) => s.trim()).filter((s) => s !== '')).optional(),
+  /** RLSEdit λ (pull toward W₀) and μ (pull toward the anchor mapping on typical keys). */
+  editLambda: z.coerce.number().positive().finite().default(1),
+  editMu: z.coerce.number().min(0).finite().default(1),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -137,6 +144,10 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   threads: { env: 'PATCHBAY_THREADS', flag: 'threads' },
   otlpEndpoint: { env: 'OTEL_EXPORTER_OTLP_ENDPOINT', flag: 'otlp-endpoint' },
   serviceName: { env: 'OTEL_SERVICE_NAME', flag: 'service-name' },
+  edits: { env: 'PATCHBAY_EDITS', flag: 'edits' },
+  editLayers: { env: 'PATCHBAY_EDIT_LAYERS', flag: 'edit-layers' },
+  editLambda: { env: 'PATCHBAY_EDIT_LAMBDA', flag: 'edit-lambda' },
+  editMu: { env: 'PATCHBAY_EDIT_MU', flag: 'edit-mu' },
 };
 
 /** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */

@@ -16,6 +16,9 @@ import { TenantMetrics } from './server/tenants/tenant-metrics.ts';
 import { TenantStore } from './server/tenants/tenant-store.ts';
 import type { Tenancy } from './server/tenants/tenancy.ts';
 import { defaultBodyBytes } from './server/body-limit.ts';
+import { EditService } from './edits/edit-service.ts';
+import { EditError } from './edits/errors.ts';
+import { DEFAULT_EDIT_SETTINGS } from './edits/settings.ts';
 import { createLogger } from './server/logging.ts';
 import { ServerMetrics } from './server/metrics.ts';
 import { ServingState } from './server/state.ts';
@@ -152,7 +155,27 @@ loading
         ? 'prompts longer than the context allows are refused from their length, before tokenizing'
         : 'no characters-per-token bound for this tokenizer: prompts are checked only after tokenizing',
     );
-    state.markReady(serving);
+    let edits: EditService | undefined;
+    if (config.edits === 'auto') {
+      try {
+        edits = await EditService.create({
+          model,
+          tokenizer: runtime.tokenizer,
+          versions: runtime.versions,
+          dataDir: config.dataDir,
+          settings: { ...DEFAULT_EDIT_SETTINGS, lambda: config.editLambda, mu: config.editMu, ...(config.editLayers ? { layers: config.editLayers } : {}) },
+          device: config.device,
+          ...(config.threads ? { threads: config.threads } : {}),
+        });
+        logger.info({ seq: edits.seq, layers: edits.layers, dataDir: config.dataDir }, 'knowledge edits ready');
+      } catch (err) {
+        // No statistics shipped with this model: serve without edits. Anything else (a log written under other
+        // settings, an unknown layer) must not be silently ignored.
+        if (!(err instanceof EditError && err.code === 'edits_unavailable')) throw err;
+        logger.info({ reason: err.message }, 'knowledge edits unavailable');
+      }
+    }
+    state.markReady({ ...serving, ...(edits ? { edits } : {}) });
     metrics.watchScheduler(() => runtime.scheduler);
     metrics.base.watch(() => runtime.versions);
     logger.info({ model: model.id, contextLength: model.contextLength, deltaLayers: runtime.deltaLayers.length, phase: state.phase }, 'model loaded');
@@ -179,6 +202,7 @@ function shutdown(signal: NodeJS.Signals): Promise<void> {
     if (metricsServer) await closeServer(metricsServer);
     tenancy.store?.close();
     state.serving?.adapters?.close();
+    await state.serving?.edits?.close();
     await runtime.close();
     // Last, so the spans of the drain itself are exported too.
     await tracing.shutdown();

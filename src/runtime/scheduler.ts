@@ -37,7 +37,7 @@ export interface EngineSource {
 
 /** A sequence's hold on the version it runs on (BaseVersions' VersionLease satisfies it). */
 export interface EngineLease {
-  readonly version: { readonly id: number; readonly engine: Engine };
+  readonly version: { readonly id: number; readonly engine: Engine; readonly labels?: Readonly<Record<string, unknown>> };
   release(): void;
 }
 
@@ -208,6 +208,7 @@ export class ContinuousBatchScheduler implements Scheduler {
       seq.lease = this.source.acquire();
       seq.startedAt = started;
       seq.baseVersion = seq.lease.version.id;
+      seq.baseLabels = seq.lease.version.labels ?? {};
     }
     try {
       await this.prefillGroup(admitted, started);

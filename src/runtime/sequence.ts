@@ -36,6 +36,8 @@ export class Sequence implements GenerationHandle {
   firstTokenAt: number | undefined;
   /** Base version serving this sequence; undefined until it joins a batch. */
   baseVersion: number | undefined;
+  /** The change sources' labels of that version (e.g. `edits: {editSeq}`); undefined until it joins a batch. */
+  baseLabels: Readonly<Record<string, unknown>> | undefined;
   /** The scheduler's hold on that version, returned by `leave()` when the sequence leaves the batch. */
   lease: EngineLease | undefined;
   finishReason: FinishReason | undefined;
@@ -170,6 +172,7 @@ export class Sequence implements GenerationHandle {
       ...(this.logprobsTop !== undefined ? { logprobs: [...this.tokenLogprobs] } : {}),
       ...(this.stoppedByString ? { stoppedByString: true } : {}),
       ...(this.promptLogprobs ? { promptLogprobs: this.promptLogprobs } : {}),
+      baseLabels: this.baseLabels ?? {},
       queueMs: (this.startedAt ?? performance.now()) - this.enqueuedAt,
       ...(this.startedAt !== undefined && this.firstTokenAt !== undefined ? { prefillMs: this.firstTokenAt - this.startedAt } : {}),
     });

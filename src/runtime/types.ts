@@ -83,6 +83,8 @@ export interface GenerationResult {
   finishReason: FinishReason;
   /** Base model version that served every step of this sequence (0 = pristine; -1 if it never ran). */
   baseVersion: number;
+  /** Labels of that version, by change source (knowledge edits put `{editSeq}` under `edits`). */
+  baseLabels?: Readonly<Record<string, unknown>>;
   /** Milliseconds spent queued before the first step. */
   queueMs: number;
   /** With `logprobs`: one entry per token in `tokenIds`, plus one for the EOS / stop token that ended it. */
@@ -100,6 +102,8 @@ export interface GenerationHandle extends AsyncIterable<StreamEvent> {
   readonly id: string;
   /** Base version serving this sequence; undefined until it joins a batch (set before its first token). */
   readonly baseVersion: number | undefined;
+  /** Labels of that version, by change source; undefined until it joins a batch. */
+  readonly baseLabels?: Readonly<Record<string, unknown>> | undefined;
   readonly result: Promise<GenerationResult>;
 }
 

@@ -15,6 +15,7 @@ import type { ServerMetrics } from './metrics.ts';
 import { adminAdapterRoutes } from './routes/admin-adapters.ts';
 import { adminPatchRoutes } from './routes/admin-patches.ts';
 import { adminMergeRoutes } from './routes/admin-merges.ts';
+import { adminEditRoutes } from './routes/admin-edits.ts';
 import { chatRoute } from './routes/chat.ts';
 import { completionsRoute } from './routes/completions.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -67,6 +68,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   adminAdapterRoutes(app, deps.state);
   adminPatchRoutes(app, deps.state);
   adminMergeRoutes(app, deps.state);
+  adminEditRoutes(app, deps.state);
 
   app.onError(onError);
   app.notFound(notFoundHandler);

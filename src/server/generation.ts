@@ -254,6 +254,11 @@ export class Generation {
     return this.choices[0]!.handle.baseVersion;
   }
 
+  /** The change sources' labels of that version (e.g. `edits: {editSeq}`), known once it joined the batch. */
+  get baseLabels(): Readonly<Record<string, unknown>> | undefined {
+    return this.choices[0]!.handle.baseLabels;
+  }
+
   /** Prompt tokens as OpenAI's usage counts them: each prompt once, however many choices it has. */
   get promptTokens(): number {
     return this.prompts.reduce((n, p) => n + p.length, 0);
@@ -312,6 +317,12 @@ export class Generation {
     this.link.unlink();
     this.resolution.release();
   }
+}
+
+/** The knowledge-edit seq of the version that served a sequence (its `edits` label; 0 = no edit). */
+export function editSeqOf(labels: Readonly<Record<string, unknown>> | undefined): number {
+  const label = labels?.['edits'] as { editSeq?: unknown } | undefined;
+  return typeof label?.editSeq === 'number' ? label.editSeq : 0;
 }
 
 /** OpenAI knows only 'stop' and 'length'; a cancelled sequence's client is gone, so 'abort' (vLLM's word)

@@ -8,7 +8,7 @@ import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { GenerationResult, StreamEvent } from '../runtime/types.ts';
 import type { AppEnv } from './env.ts';
-import { openAIFinishReason, type ChoiceEvent, type Generation } from './generation.ts';
+import { editSeqOf, openAIFinishReason, type ChoiceEvent, type Generation } from './generation.ts';
 
 export interface ChunkFormat {
   /** Chunks sent before the first token, e.g. chat's `{delta: {role: 'assistant'}}` per choice. */
@@ -52,6 +52,7 @@ export async function streamGeneration(
   }
   const baseVersion = gen.baseVersion;
   if (baseVersion !== undefined) c.header('x-patchbay-base-version', String(baseVersion));
+  c.header('x-patchbay-edit-seq', String(editSeqOf(gen.baseLabels)));
 
   let streamEnded!: () => void;
   c.set('streamDone', new Promise<void>((resolve) => (streamEnded = resolve)));

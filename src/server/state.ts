@@ -4,6 +4,7 @@
  */
 import { PatchbayError } from '../errors.ts';
 import type { PatchManager } from '../patches/patch-manager.ts';
+import type { EditService } from '../edits/edit-service.ts';
 import type { AdapterRegistry } from '../registry/adapter-registry.ts';
 import type { ServingRuntime } from './contract.ts';
 import type { ModelResolver } from './resolver.ts';
@@ -17,6 +18,8 @@ export interface Serving {
   adapters?: AdapterRegistry;
   /** Backs the admin patch routes and per-request `patches`; absent on servers built without one. */
   patches?: PatchManager;
+  /** Knowledge edits; absent when the model ships no key statistics or edits are off. */
+  edits?: EditService;
 }
 
 export class ServingState {

@@ -3,7 +3,7 @@ import type { Hono } from 'hono';
 import type { ChatMessage, StreamEvent } from '../../runtime/types.ts';
 import { parseJsonBody } from '../body.ts';
 import type { AppEnv } from '../env.ts';
-import { Generation, openAIFinishReason, type GenerationDeps } from '../generation.ts';
+import { editSeqOf, Generation, openAIFinishReason, type GenerationDeps } from '../generation.ts';
 import { chatLogprobs } from '../logprobs-format.ts';
 import { ChatBody } from '../schemas.ts';
 import { streamGeneration, usageOf, type ChunkFormat } from '../sse.ts';
@@ -48,7 +48,6 @@ export function chatRoute(app: Hono<AppEnv>, deps: GenerationDeps): void {
     const id = responseId('chatcmpl');
     const created = unixSeconds();
     const model = gen.resolution.modelId;
-    c.header('x-patchbay-edit-seq', String(gen.resolution.editSeq));
 
     if (stream) {
       const chunk = (index: number, delta: object, lp: object | null, finish_reason: string | null) => ({
@@ -75,6 +74,7 @@ export function chatRoute(app: Hono<AppEnv>, deps: GenerationDeps): void {
     for await (const event of gen.events()) void event;
     const results = await gen.finish();
     c.header('x-patchbay-base-version', String(results[0]!.baseVersion));
+    c.header('x-patchbay-edit-seq', String(editSeqOf(results[0]!.baseLabels)));
     return c.json({
       id,
       object: 'chat.completion',

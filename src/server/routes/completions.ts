@@ -3,7 +3,7 @@ import type { Hono } from 'hono';
 import type { GenerationResult, StreamEvent } from '../../runtime/types.ts';
 import { parseJsonBody } from '../body.ts';
 import type { AppEnv } from '../env.ts';
-import { Generation, openAIFinishReason, type GenerationDeps } from '../generation.ts';
+import { editSeqOf, Generation, openAIFinishReason, type GenerationDeps } from '../generation.ts';
 import { CompletionLogprobsWriter, type CompletionLogprobs } from '../logprobs-format.ts';
 import { CompletionBody } from '../schemas.ts';
 import { streamGeneration, usageOf, type ChunkFormat } from '../sse.ts';
@@ -56,7 +56,6 @@ export function completionsRoute(app: Hono<AppEnv>, deps: GenerationDeps): void 
     const id = responseId('cmpl');
     const created = unixSeconds();
     const model = gen.resolution.modelId;
-    c.header('x-patchbay-edit-seq', String(gen.resolution.editSeq));
     const chunk = (index: number, text: string, lp: CompletionLogprobs | null, finish_reason: string | null) => ({
       id,
       object: 'text_completion',
@@ -94,6 +93,7 @@ export function completionsRoute(app: Hono<AppEnv>, deps: GenerationDeps): void 
     for await (const event of gen.events()) void event;
     const results = await gen.finish();
     c.header('x-patchbay-base-version', String(results[0]!.baseVersion));
+    c.header('x-patchbay-edit-seq', String(editSeqOf(results[0]!.baseLabels)));
     const choice = (result: GenerationResult, i: number) => {
       const { index, promptIndex } = gen.choices[i]!;
       const prefix = echoed[promptIndex]!;

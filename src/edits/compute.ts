@@ -1,0 +1,188 @@
+/**
+ * From `{prompt, target, subject?}` to the (keys, values) of one RLSEdit step, for every edited layer.
+ *
+ * Key positions (ours): the subject's last token when `subject` is given (ROME/MEMIT's key), plus every
+ * position that predicts a target token (the prompt's last token and the target's tokens but the last,
+ * teacher-forced). On the small embedded model a subject-only key cannot carry a multi-token target through
+ * the one or two blocks above the edited layers; keys at the predicting positions can. So an edit has
+ * u = (subject ? 1 : 0) + |target tokens| keys per layer.
+ * Keys: the edited map's input at those positions (KeyProbe, current weights), averaged over the context
+ * prefixes CONTEXT_TEMPLATES. Values: δ_a ∈ R^{d_model} added to the residual stream after the top edited
+ * block at key position a in every context, found by Adam on
+ *     L(δ) = mean_contexts mean_targets −log p(target_j | context, prompt, target_<j) + wd·‖δ‖²/h̄²
+ * with ‖δ‖ ≤ clamp·h̄·√u (h̄: mean norm of those hidden states), exact gradients from Gpt2Upper's
+ * backward pass; then every edited layer l gets
+ *     V_l[a] = k_{l,a}ᵀ·W_l + δ_a/n_layers          (METHODS.md: V_t = K_tᵀW_{t−1} + residual)
+ * spreading the residual evenly over the n edited layers (ours; MEMIT recomputes between layers).
+ */
+import type { TextTokenizer } from '../runtime/tokenizer.ts';
+import type { EditState, LayerEdit } from './edit-state.ts';
+import { EditError } from './errors.ts';
+import type { Gpt2Upper, TargetToken } from './gpt2-upper.ts';
+import type { KeyProbe } from './probe.ts';
+import { CONTEXT_TEMPLATES, type EditSettings } from './settings.ts';
+
+export interface PromptEdit {
+  prompt: string;
+  target: string;
+  subject?: string | undefined;
+}
+
+export interface ComputedEdit {
+  parts: LayerEdit[];
+  /** Key positions relative to the prompt's end (0 = the prompt's last token; subject first if given). */
+  positions: number[];
+  /** The value search: steps taken, mean target NLL before and after, ‖δ‖. */
+  search: { steps: number; nllBefore: number; nllAfter: number; deltaNorm: number; hbar: number };
+}
+
+interface Context {
+  ids: number[];
+  /** Key positions in this context's tokens. */
+  at: number[];
+  targets: TargetToken[];
+  hidden: Float32Array;
+}
+
+export class EditComputer {
+  constructor(
+    private readonly probe: KeyProbe,
+    private readonly upper: Gpt2Upper,
+    private readonly tokenizer: TextTokenizer,
+    private readonly settings: EditSettings,
+    private readonly contextLength: number,
+  ) {}
+
+  /** Validates the request; throws EditError (nothing computed) when it cannot be an edit. */
+  check(edit: PromptEdit): { targetIds: number[] } {
+    const s = this.settings;
+    if (edit.prompt.trim() === '') throw new EditError('invalid_edit', 'prompt must not be empty', 'prompt');
+    if (edit.target.trim() === '') throw new EditError('target_empty', 'target must not be empty', 'target');
+    if (edit.prompt.length > s.maxPromptChars) throw new EditError('too_long', `prompt is longer than ${s.maxPromptChars} characters`, 'prompt');
+    if (edit.target.length > s.maxTargetChars) throw new EditError('too_long', `target is longer than ${s.maxTargetChars} characters`, 'target');
+    const targetIds = this.tokenizer.encode(edit.target);
+    if (targetIds.length === 0) throw new EditError('target_empty', 'target tokenises to nothing', 'target');
+    if (targetIds.length > s.maxTargetTokens) throw new EditError('too_long', `target is ${targetIds.length} tokens; at most ${s.maxTargetTokens}`, 'target');
+    const subject = edit.subject;
+    if (subject !== undefined && (subject.trim() === '' || !edit.prompt.includes(subject))) {
+      throw new EditError('subject_not_found', `subject ${JSON.stringify(subject)} does not occur in the prompt`, 'subject');
+    }
+    return { targetIds };
+  }
+
+  async compute(edit: PromptEdit, state: EditState): Promise<ComputedEdit> {
+    const { targetIds } = this.check(edit);
+    const layers = this.probe.layers;
+    const { contexts, keys, u } = await this.contexts(edit, targetIds, state);
+    const search = this.searchDelta(contexts, u);
+    const D = this.upper.dModel;
+    const parts = layers.map((l) => {
+      const k = keys.get(l.name)!;
+      const rl = state.layer(l.name)!;
+      const values = new Float64Array(u * l.dV);
+      for (let a = 0; a < u; a++) {
+        const out = rl.apply(k.subarray(a * l.dK, (a + 1) * l.dK));
+        for (let v = 0; v < l.dV; v++) values[a * l.dV + v] = out[v]! + search.delta[a * D + v]! / layers.length;
+      }
+      return { layer: l.name, u, keys: k, values };
+    });
+    const { delta, ...rest } = search;
+    const c0 = contexts[0]!;
+    const end = c0.targets[0]!.pos;
+    return { parts, positions: c0.at.map((p) => p - end), search: { ...rest, deltaNorm: norm(delta) } };
+  }
+
+  /** ∂L/∂δ at δ = 0 without the weight-decay term (the fixture test compares it with PyTorch autograd). */
+  async gradientAtZero(edit: PromptEdit, state: EditState): Promise<Float64Array> {
+    const { targetIds } = this.check(edit);
+    const { contexts, u } = await this.contexts(edit, targetIds, state);
+    const D = this.upper.dModel;
+    const g = new Float64Array(u * D);
+    for (const c of contexts) {
+      const r = this.upper.lossAndGrad(c.hidden, c.ids.length, c.at, new Float64Array(u * D), c.targets, true);
+      for (let i = 0; i < g.length; i++) g[i]! += r.grad[i]! / contexts.length;
+    }
+    return g;
+  }
+
+  /** Runs the probe on every context (prompt + all target tokens but the last) with the current weights. */
+  private async contexts(edit: PromptEdit, targetIds: number[], state: EditState): Promise<{ contexts: Context[]; keys: Map<string, Float64Array>; u: number }> {
+    const weights = state.weights32();
+    const layers = this.probe.layers;
+    const u = (edit.subject !== undefined ? 1 : 0) + targetIds.length;
+    const keys = new Map(layers.map((l) => [l.name, new Float64Array(u * l.dK)]));
+    const contexts: Context[] = [];
+    for (const tpl of CONTEXT_TEMPLATES) {
+      const text = tpl.replace('{}', edit.prompt);
+      const ids = this.tokenizer.encode(text);
+      const at = targetIds.map((_, j) => ids.length - 1 + j);
+      if (edit.subject !== undefined) {
+        const end = text.lastIndexOf(edit.subject) + edit.subject.length;
+        at.unshift(this.tokenizer.encode(text.slice(0, end)).length - 1);
+      }
+      const full = [...ids, ...targetIds.slice(0, -1)];
+      if (full.length > this.contextLength) {
+        throw new EditError('too_long', `prompt + target is ${full.length} tokens, over the model's context of ${this.contextLength}`, 'prompt');
+      }
+      const run = await this.probe.run(full, weights);
+      for (const l of layers) {
+        const k = keys.get(l.name)!;
+        const x = run.inputs.get(l.name)!;
+        at.forEach((p, a) => {
+          for (let i = 0; i < l.dK; i++) k[a * l.dK + i]! += x[p * l.dK + i]! / CONTEXT_TEMPLATES.length;
+        });
+      }
+      contexts.push({ ids: full, at, hidden: run.hidden, targets: targetIds.map((token, j) => ({ pos: ids.length - 1 + j, token })) });
+    }
+    return { contexts, keys, u };
+  }
+
+  /** Adam on δ [u, D] (β = 0.9, 0.999, ε = 1e-8), clamped to clamp·h̄·√u, early stop at stopNll. */
+  private searchDelta(contexts: readonly Context[], u: number): { delta: Float64Array; steps: number; nllBefore: number; nllAfter: number; hbar: number } {
+    const { steps, lr, weightDecay, clamp, stopNll } = this.settings.valueSearch;
+    const D = this.upper.dModel;
+    let hbar = 0;
+    for (const c of contexts) for (const p of c.at) hbar += norm(c.hidden.subarray(p * D, (p + 1) * D)) / (contexts.length * u);
+    const n = u * D;
+    const delta = new Float64Array(n);
+    const m = new Float64Array(n);
+    const v = new Float64Array(n);
+    const evaluate = (grad: boolean) => {
+      let nll = 0;
+      const g = new Float64Array(n);
+      for (const c of contexts) {
+        const r = this.upper.lossAndGrad(c.hidden, c.ids.length, c.at, delta, c.targets, grad);
+        nll += r.nll / contexts.length;
+        for (let i = 0; i < n; i++) g[i]! += r.grad[i]! / contexts.length;
+      }
+      for (let i = 0; i < n; i++) g[i]! += (2 * weightDecay * delta[i]!) / (hbar * hbar);
+      return { nll, g };
+    };
+    let nllBefore = NaN;
+    let taken = 0;
+    const limit = clamp * hbar * Math.sqrt(u);
+    for (let t = 1; t <= steps; t++) {
+      const { nll, g } = evaluate(true);
+      if (t === 1) nllBefore = nll;
+      if (nll < stopNll) break;
+      for (let i = 0; i < n; i++) {
+        m[i] = 0.9 * m[i]! + 0.1 * g[i]!;
+        v[i] = 0.999 * v[i]! + 0.001 * g[i]! * g[i]!;
+        const mh = m[i]! / (1 - 0.9 ** t);
+        const vh = v[i]! / (1 - 0.999 ** t);
+        delta[i]! -= (lr * mh) / (Math.sqrt(vh) + 1e-8);
+      }
+      const size = norm(delta);
+      if (size > limit) for (let i = 0; i < n; i++) delta[i]! *= limit / size;
+      taken = t;
+    }
+    const nllAfter = evaluate(false).nll;
+    return { delta, steps: taken, nllBefore: Number.isNaN(nllBefore) ? nllAfter : nllBefore, nllAfter, hbar };
+  }
+}
+
+function norm(x: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+  return Math.sqrt(s);
+}

@@ -1,0 +1,25 @@
+/** Typed failures of the edits module; the server maps them to HTTP (src/server/routes/admin-edits.ts). */
+export type EditErrorCode =
+  | 'invalid_edit'
+  | 'unknown_layer'
+  | 'shape_mismatch'
+  | 'non_finite'
+  | 'unknown_seq'
+  | 'log_mismatch'
+  | 'target_empty'
+  | 'subject_not_found'
+  | 'too_long'
+  | 'unsupported_model'
+  | 'edits_unavailable';
+
+export class EditError extends Error {
+  constructor(
+    readonly code: EditErrorCode,
+    message: string,
+    /** The request field at fault, when there is one. */
+    readonly param?: string,
+  ) {
+    super(message);
+    this.name = 'EditError';
+  }
+}
