@@ -92,17 +92,20 @@ export class EditComputer {
     return { parts, positions: c0.at.map((p) => p - end), search: { ...rest, deltaNorm: norm(delta) } };
   }
 
-  /** ∂L/∂δ at δ = 0 without the weight-decay term (the fixture test compares it with PyTorch autograd). */
-  async gradientAtZero(edit: PromptEdit, state: EditState): Promise<Float64Array> {
+  /**
+   * The keys of an edit and ∂L/∂δ at δ = 0 without the weight-decay term, without searching or changing
+   * anything (the reference test compares both with PyTorch).
+   */
+  async inspect(edit: PromptEdit, state: EditState): Promise<{ keys: Map<string, Float64Array>; grad: Float64Array; u: number }> {
     const { targetIds } = this.check(edit);
-    const { contexts, u } = await this.contexts(edit, targetIds, state);
+    const { contexts, keys, u } = await this.contexts(edit, targetIds, state);
     const D = this.upper.dModel;
-    const g = new Float64Array(u * D);
+    const grad = new Float64Array(u * D);
     for (const c of contexts) {
       const r = this.upper.lossAndGrad(c.hidden, c.ids.length, c.at, new Float64Array(u * D), c.targets, true);
-      for (let i = 0; i < g.length; i++) g[i]! += r.grad[i]! / contexts.length;
+      for (let i = 0; i < grad.length; i++) grad[i]! += r.grad[i]! / contexts.length;
     }
-    return g;
+    return { keys, grad, u };
   }
 
   /** Runs the probe on every context (prompt + all target tokens but the last) with the current weights. */
