@@ -36,7 +36,7 @@ from finetune import EOT, EOT_TEXT, base_dir, load  # noqa: E402
 
 CACHE = os.path.join(ROOT, "tools", ".cache", "rws")
 PATCHES = {"typos": os.path.join(ROOT, "adapters", "rws-typos"), "lower": os.path.join(ROOT, "adapters", "rws-lower")}
-EVAL_TOKENS = int(os.environ.get("EVAL_TOKENS", "8192"))
+EVAL_TOKENS = int(os.environ.get("EVAL_TOKENS", "4096"))
 SEQ = 128
 PROMPTS = ["ROMEO.\nBut soft, what light", "KING HENRY.\nOnce more unto the brcach, dear friends"]
 
