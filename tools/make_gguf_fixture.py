@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A tiny Llama GGUF with every tensor type the TypeScript importer reads, plus its references.
+"""Tiny Llama GGUFs with every tensor type the TypeScript importer reads, plus their references.
 
 Outputs (committed, ~2 MB):
   test/fixtures/tiny-gguf/tiny-llama-mixed.gguf   llama.cpp layout: tied embeddings, Q/K rows permuted as
@@ -11,6 +11,9 @@ Outputs (committed, ~2 MB):
                                                   and its first 64 values; PyTorch (transformers
                                                   LlamaForCausalLM, float32, eager) logits of the model built
                                                   from the dequantized, un-permuted weights; tokenizer ids.
+
+A second, smaller file covers the other layout: test/fixtures/tiny-gguf/tiny-llama-untied.gguf (+
+reference-untied.json): untied `output.weight`, default alignment (32), one KV head for four query heads.
 
 Why a random model and not the embedded tiny-llama: K-quants need rows of 256 (tiny-llama has 128 and 344).
 The weights are seeded random draws; numerics, not quality, are under test. transformers' own GGUF loader
@@ -31,10 +34,12 @@ from gguf import GGMLQuantizationType as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "test", "fixtures", "tiny-gguf")
-TOKENIZER_SRC = "/work/hf-cache/tiny-llama-hf"
+TOKENIZER_SRC = os.path.join(ROOT, "models", "tiny-llama")  # the committed byte-level BPE (vocab 4096)
 CFG = dict(hidden=256, layers=2, heads=4, kv_heads=2, inter=512, ctx=256, theta=10000.0, eps=1e-5)
 PROMPTS = ["ROMEO.\nBut soft,", "The capital of Veldor is", "To be, or not"]
 N_STEPS = 3
+TIED = True
+NAME = "tiny-llama-mixed"
 # One type per tensor so every reader path runs, including K-quants on permuted attn_q/attn_k.
 TYPES = {
     "token_embd.weight": T.Q6_K,
@@ -116,10 +121,26 @@ def unpermute(w, n_head):
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+UNTIED = dict(
+    cfg=dict(hidden=64, layers=1, heads=4, kv_heads=1, inter=128, ctx=128, theta=500000.0, eps=1e-6),
+    types={"token_embd.weight": T.Q8_0, "output.weight": T.Q8_0, "blk.0.attn_q.weight": T.Q4_0, "blk.0.attn_k.weight": T.Q4_1,
+           "blk.0.ffn_down.weight": T.F16},
+    steps=2,
+)
+
+
+def use_untied():
+    """Switch the module-level settings to the untied variant (the functions below read them)."""
+    global CFG, TYPES, TIED, NAME, N_STEPS
+    CFG, TYPES, TIED, NAME, N_STEPS = UNTIED["cfg"], UNTIED["types"], False, "tiny-llama-untied", UNTIED["steps"]
+
+
 def random_weights(rng, vocab):
     c = CFG
     hd = c["hidden"] // c["heads"]
     w = {"token_embd.weight": rng.normal(0, 0.1, (vocab, c["hidden"])), "output_norm.weight": 1 + 0.1 * rng.normal(size=c["hidden"])}
+    if not TIED:
+        w["output.weight"] = rng.normal(0, 0.1, (vocab, c["hidden"]))
     shapes = {"attn_q": (c["heads"] * hd, c["hidden"]), "attn_k": (c["kv_heads"] * hd, c["hidden"]),
               "attn_v": (c["kv_heads"] * hd, c["hidden"]), "attn_output": (c["hidden"], c["heads"] * hd),
               "ffn_gate": (c["inter"], c["hidden"]), "ffn_up": (c["inter"], c["hidden"]),
@@ -146,6 +167,12 @@ def tokenizer_tables():
 
 def main():
     torch.set_num_threads(2)
+    build()
+    use_untied()
+    build()
+
+
+def build():
     os.makedirs(OUT, exist_ok=True)
     tokens, types, merges = tokenizer_tables()
     vocab = len(tokens)
@@ -153,10 +180,11 @@ def main():
     hd = c["hidden"] // c["heads"]
     rng = np.random.default_rng(6)
     hf = random_weights(rng, vocab)  # HF row layout
-    path = os.path.join(OUT, "tiny-llama-mixed.gguf")
+    path = os.path.join(OUT, f"{NAME}.gguf")
     wr = gguf.GGUFWriter(path, "llama")
-    wr.add_custom_alignment(64)
-    wr.add_name("tiny-llama-mixed")
+    if TIED:
+        wr.add_custom_alignment(64)
+    wr.add_name(NAME)
     wr.add_context_length(c["ctx"])
     wr.add_embedding_length(c["hidden"])
     wr.add_block_count(c["layers"])
@@ -213,9 +241,10 @@ def main():
               "position len(input_ids)+i; logits rounded to 6 decimals",
         prompts=reference_logits(model),
     )
-    with open(os.path.join(OUT, "reference.json"), "w") as f:
+    ref_path = os.path.join(OUT, "reference.json" if TIED else "reference-untied.json")
+    with open(ref_path, "w") as f:
         json.dump(out, f, separators=(",", ":"))
-    print(f"wrote {OUT}/reference.json ({os.path.getsize(os.path.join(OUT, 'reference.json')) / 1e6:.2f} MB)")
+    print(f"wrote {ref_path} ({os.path.getsize(ref_path) / 1e6:.2f} MB)")
 
 
 def hf_config(vocab):
@@ -224,7 +253,7 @@ def hf_config(vocab):
     return LlamaConfig(vocab_size=vocab, hidden_size=c["hidden"], intermediate_size=c["inter"],
                        num_hidden_layers=c["layers"], num_attention_heads=c["heads"], num_key_value_heads=c["kv_heads"],
                        max_position_embeddings=c["ctx"], rms_norm_eps=c["eps"], rope_theta=c["theta"],
-                       tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                       tie_word_embeddings=TIED, bos_token_id=0, eos_token_id=0, pad_token_id=0)
 
 
 def build_reference_model(deq, vocab):
@@ -244,7 +273,7 @@ def build_reference_model(deq, vocab):
                 w = unpermute(w, c["kv_heads"])
             sd[f"model.layers.{i}.{h}.weight"] = w
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
-    sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    sd["lm_head.weight"] = sd["model.embed_tokens.weight"] if TIED else torch.from_numpy(deq["output.weight"])
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert not unexpected and all("rotary" in m for m in missing), (missing, unexpected)
     model.config._attn_implementation = "eager"
@@ -293,7 +322,7 @@ def reference_logits(model):
                 cache, prev = r.past_key_values, r.logits[0, -1]
                 steps.append(dict(token=t, position=pos, logits=r6(prev)))
             entry = dict(text=text, input_ids=ids, last_logits=r6(logits[-1]), decode_steps=steps)
-            if pi == 0:
+            if pi == 0 and TIED:
                 entry["all_logits"] = r6(logits)
             prompts.append(entry)
             print(f"  {text!r}: {len(ids)} tokens, greedy {[s['token'] for s in steps]}")

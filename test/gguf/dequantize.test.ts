@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { GgufFile, dequantizeTensor } from '../../src/runtime/gguf/index.ts';
-import { GGUF_FIXTURE, loadReference } from './fixture.ts';
+import { GGUF_FIXTURE, GGUF_UNTIED_FIXTURE, loadReference } from './fixture.ts';
 
 test('every tensor type dequantizes bit-exactly like gguf.quants.dequantize (sha256 of the float32 bytes)', () => {
   const ref = loadReference();
@@ -37,6 +37,21 @@ test('header: version, alignment and metadata of the fixture are read', () => {
     assert.equal(file.metadata.positiveInt('llama.block_count'), 2);
     assert.equal(file.metadata.stringArray('tokenizer.ggml.tokens')!.length, 4096);
     assert.equal(file.metadata.bool('tokenizer.ggml.add_bos_token', true), false);
+  } finally {
+    file.close();
+  }
+});
+
+test('the untied fixture (default alignment 32) dequantizes bit-exactly too', () => {
+  const ref = loadReference('untied');
+  const file = GgufFile.open(GGUF_UNTIED_FIXTURE);
+  try {
+    assert.equal(file.alignment, 32);
+    for (const [name, expected] of Object.entries(ref.tensors)) {
+      const values = dequantizeTensor(file, file.tensor(name));
+      const sha = createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex');
+      assert.equal(sha, expected.sha256, `${name} (${expected.type})`);
+    }
   } finally {
     file.close();
   }

@@ -2,6 +2,8 @@
 import { readFileSync } from 'node:fs';
 
 export const GGUF_FIXTURE = 'test/fixtures/tiny-gguf/tiny-llama-mixed.gguf';
+/** Untied output.weight, default alignment, 4 query heads per KV head (reference-untied.json). */
+export const GGUF_UNTIED_FIXTURE = 'test/fixtures/tiny-gguf/tiny-llama-untied.gguf';
 
 export interface GgufReference {
   tolerance: number;
@@ -17,6 +19,7 @@ export interface GgufReference {
   }>;
 }
 
-export function loadReference(): GgufReference {
-  return JSON.parse(readFileSync('test/fixtures/tiny-gguf/reference.json', 'utf8')) as GgufReference;
+export function loadReference(variant: 'mixed' | 'untied' = 'mixed'): GgufReference {
+  const file = variant === 'mixed' ? 'reference.json' : 'reference-untied.json';
+  return JSON.parse(readFileSync(`test/fixtures/tiny-gguf/${file}`, 'utf8')) as GgufReference;
 }

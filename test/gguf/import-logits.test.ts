@@ -13,7 +13,7 @@ import { findLinearLayers } from '../../src/runtime/graph/index.ts';
 import { decodeModel } from '../../src/runtime/graph/onnx.ts';
 import { sliceLogits } from '../../src/runtime/graph/logits-slice.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
-import { GGUF_FIXTURE, loadReference } from './fixture.ts';
+import { GGUF_FIXTURE, GGUF_UNTIED_FIXTURE, loadReference } from './fixture.ts';
 
 let work: string;
 let modelDir: string;
@@ -100,4 +100,30 @@ test('imported tokenizer encodes like the source tokenizer and round-trips text'
 test('lm_head produces the logits output directly, so prefill can slice to the needed positions', async () => {
   const model = decodeModel(new Uint8Array(await readFile(join(modelDir, 'onnx', 'model.onnx'))));
   assert.equal(sliceLogits(model), true);
+});
+
+test('untied output.weight, default alignment, 4 query heads per KV head: logits match PyTorch within 1e-4', async () => {
+  const ref = loadReference('untied');
+  const dir = join(work, 'untied');
+  await importGguf(GGUF_UNTIED_FIXTURE, dir, 'f32');
+  const model = decodeModel(new Uint8Array(await readFile(join(dir, 'onnx', 'model.onnx'))));
+  const inits = (model.graph?.initializer ?? []).map((t) => t.name);
+  assert.ok(inits.includes('lm_head.weight') && inits.includes('model.embed_tokens.weight'));
+  const info = await readModelInfo(dir);
+  assert.equal(info.numKvHeads, 1);
+  const session = await createSession(new Uint8Array(await readFile(info.onnxPath)), { device: 'cpu', threads: 1 });
+  try {
+    const engine = new Engine({ session, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
+    let step = await engine.forward(BatchKv.empty(info, ref.prompts.length), ref.prompts.map((p) => p.input_ids), {});
+    ref.prompts.forEach((p, b) => assert.ok(maxAbsDiff(step.logits[b]!, p.last_logits) <= ref.tolerance, `prompt ${b}`));
+    for (let s = 0; s < ref.prompts[0]!.decode_steps.length; s++) {
+      step = await engine.forward(step.kv, ref.prompts.map((p) => [p.decode_steps[s]!.token]), {});
+      ref.prompts.forEach((p, b) => {
+        const diff = maxAbsDiff(step.logits[b]!, p.decode_steps[s]!.logits);
+        assert.ok(diff <= ref.tolerance, `prompt ${b} decode step ${s} differs by ${diff}`);
+      });
+    }
+  } finally {
+    await session.release();
+  }
 });
