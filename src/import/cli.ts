@@ -6,20 +6,23 @@ import { parseArgs } from 'node:util';
 import { PatchbayError } from '../errors.ts';
 import { IMPLEMENTED_WEIGHTS_MODES, WEIGHTS_MODES, type WeightsMode } from './emit-linear.ts';
 import { importGguf } from './import-gguf.ts';
+import type { AccuracyLevel } from './quant/nbits-nodes.ts';
 
-const USAGE = 'usage: npm run model:import -- <file.gguf> --out models/<name> [--weights f32|q4|q8]';
+const USAGE = 'usage: npm run model:import -- <file.gguf> --out models/<name> [--weights f32|q4|q8] [--accuracy-level 0|4]';
 
 export interface ImportArgs {
   gguf: string;
   out: string;
   weights: WeightsMode;
+  /** q4/q8: MatMulNBits accuracy_level (0 = float32 compute, 4 = int8 activations); default in quant/nbits-linear.ts. */
+  accuracyLevel?: AccuracyLevel;
 }
 
 /** Parse argv (without node and script); throws a message-only Error on bad input. */
 export function parseImportArgs(argv: string[]): ImportArgs {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string' }, weights: { type: 'string', default: 'f32' } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string' }, weights: { type: 'string', default: 'f32' }, 'accuracy-level': { type: 'string' } } });
   } catch (e) {
     throw new Error(`${(e as Error).message}\n${USAGE}`);
   }
@@ -31,7 +34,9 @@ export function parseImportArgs(argv: string[]): ImportArgs {
   if (!IMPLEMENTED_WEIGHTS_MODES.includes(weights)) {
     throw new Error(`--weights ${weights} is not yet supported by this importer (available: ${IMPLEMENTED_WEIGHTS_MODES.join(', ')})`);
   }
-  return { gguf: positionals[0]!, out: values.out, weights };
+  const level = values['accuracy-level'];
+  if (level !== undefined && !/^[0-4]$/.test(level)) throw new Error(`--accuracy-level must be 0, 1, 2, 3 or 4, got "${level}"`);
+  return { gguf: positionals[0]!, out: values.out, weights, ...(level !== undefined ? { accuracyLevel: Number(level) as AccuracyLevel } : {}) };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -43,7 +48,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    const r = await importGguf(args.gguf, args.out, args.weights);
+    const r = await importGguf(args.gguf, args.out, args.weights, args.accuracyLevel !== undefined ? { accuracyLevel: args.accuracyLevel } : {});
     const types = Object.entries(r.tensorTypes).map(([t, n]) => `${n}×${t}`).join(', ');
     process.stdout.write(
       `imported ${args.gguf} (${r.hparams.name}: llama, ${r.hparams.layers} layers, vocab ${r.hparams.vocabSize}; tensors ${types})\n` +

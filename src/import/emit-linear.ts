@@ -5,12 +5,14 @@
 import { dequantizeTensor, unpermuteRows, type GgufFile, type GgufTensorInfo } from '../runtime/gguf/index.ts';
 import { modulePath } from '../runtime/graph/module-path.ts';
 import type { GraphBuilder } from './graph-builder.ts';
+import { emitterFor, nbitsWeight, packable, sharedTable, DEFAULT_IMPORT_ACCURACY } from './quant/nbits-linear.ts';
+import type { AccuracyLevel } from './quant/nbits-nodes.ts';
 
 /** How linear weights are stored in the ONNX graph (`--weights`). */
 export const WEIGHTS_MODES = ['f32', 'q4', 'q8'] as const;
 export type WeightsMode = (typeof WEIGHTS_MODES)[number];
 /** The modes emitLinear implements today; the others are refused by the CLI with a clear message. */
-export const IMPLEMENTED_WEIGHTS_MODES: readonly WeightsMode[] = ['f32'];
+export const IMPLEMENTED_WEIGHTS_MODES: readonly WeightsMode[] = ['f32', 'q4', 'q8'];
 
 /** A GGUF matrix that is the weight of one `nn.Linear`. */
 export interface LinearWeight {
@@ -40,10 +42,11 @@ export function linearWeightRows(w: LinearWeight): { data: Float32Array; dIn: nu
  *   - f32: one node `${scope}/MatMul`, inputs (x [batch, seq, d_in], W), W a float32 initializer
  *     [d_in, d_out] named `${module path}.weight` (`model.layers.0.self_attn.q_proj.weight`). The graph
  *     rewrite (runtime/graph/linear-layers.ts) finds exactly this pattern and attaches adapter deltas.
- *   - q4 / q8 (not implemented yet): the seam for `com.microsoft.MatMulNBits`. An implementation reads the
- *     GGUF blocks from `w` (un-permuting rows via `w.unpermuteHeads` before packing), names the node
- *     `${scope}/MatMulNBits` so modulePath() still yields the HF module, and must keep the layer output a
- *     single tensor that the rewrite can add a delta to.
+ *   - q4 / q8: `com.microsoft.MatMulNBits` on the GGUF's own blocks (src/import/quant/: rows un-permuted
+ *     as bytes, no re-quantization; Q4_1/Q4_K offsets as a blocksum correction that is not a linear layer),
+ *     node `${scope}/MatMulNBits` so modulePath() still yields the HF module and the rewrite attaches deltas
+ *     to it. Float tensors (and types without an exact MatMulNBits form) fall back to the f32 form. A tied
+ *     head reuses the table the quantized embedding lookup already stored (one copy).
  * `outputName` names the layer's output tensor (`logits` for lm_head: runtime/graph/logits-slice.ts finds the
  * projection that produces the `logits` output and slices its input, so lm_head must produce it directly).
  * `weightName` lets a caller share the weight (tied embeddings read `lm_head.weight` through a Gather).
@@ -55,8 +58,16 @@ export function emitLinear(
   w: LinearWeight,
   mode: WeightsMode,
   outputName?: string,
+  accuracyLevel: AccuracyLevel = DEFAULT_IMPORT_ACCURACY,
 ): { output: string; weightName: string } {
-  if (mode !== 'f32') throw new Error(`--weights ${mode} is not implemented in emitLinear yet`);
+  if (mode !== 'f32' && packable(w.info)) {
+    const prefix = modulePath(`${scope}/MatMulNBits`, '');
+    const shared = sharedTable(b, w.info.name);
+    const weight = shared?.weight ?? nbitsWeight(w.file, w.info, mode === 'q8' ? 8 : 4, w.unpermuteHeads);
+    const output = outputName ?? `${scope}/MatMulNBits_output_0`;
+    emitterFor(b).linear({ scope, prefix, input: x, output, weight, accuracyLevel, ...(shared ? { shared: shared.names } : {}) });
+    return { output, weightName: shared?.names.data ?? `${prefix}.nbits.B` };
+  }
   const { data, dIn, dOut } = linearWeightRows(w);
   const weightName = `${modulePath(`${scope}/MatMul`, '')}.weight`;
   b.floatInit(weightName, [dIn, dOut], transpose(data, dOut, dIn));

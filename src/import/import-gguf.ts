@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { GgufFile } from '../runtime/gguf/index.ts';
 import type { WeightsMode } from './emit-linear.ts';
+import type { AccuracyLevel } from './quant/nbits-nodes.ts';
 import { readLlamaHparams, type LlamaHparams } from './llama-hparams.ts';
 import { buildLlamaOnnx } from './llama-onnx.ts';
 import { buildTokenizerFiles } from './tokenizer-files.ts';
@@ -21,17 +22,32 @@ export interface ImportResult {
   seconds: number;
 }
 
-export async function importGguf(ggufPath: string, outDir: string, weights: WeightsMode): Promise<ImportResult> {
+export interface ImportOptions {
+  /** MatMulNBits `accuracy_level` written into q4/q8 graphs (0 = float32 compute, 4 = int8 activations). */
+  accuracyLevel?: AccuracyLevel;
+}
+
+/**
+ * What the checkpoint calls itself (config.json `_name_or_path`), so adapters naming their base are matched
+ * to it: the file name without llama.cpp's quantization suffix (`SmolLM2-135M-Instruct.Q4_1.gguf` →
+ * `SmolLM2-135M-Instruct`, as PEFT's `base_model_name_or_path` "HuggingFaceTB/SmolLM2-135M-Instruct" ends).
+ */
+export function ggufModelName(ggufPath: string): string {
+  return basename(ggufPath).replace(/\.gguf$/i, '').replace(/[.-](?:I?Q\d[\w]*|F16|F32|BF16)$/i, '');
+}
+
+export async function importGguf(ggufPath: string, outDir: string, weights: WeightsMode, opts: ImportOptions = {}): Promise<ImportResult> {
   const started = performance.now();
   const file = GgufFile.open(ggufPath);
   try {
     const hp = readLlamaHparams(file);
     const tok = buildTokenizerFiles(file, hp.contextLength);
-    const model = buildLlamaOnnx(file, hp, weights);
+    const model = buildLlamaOnnx(file, hp, weights, opts.accuracyLevel);
     const tensorTypes: Record<string, number> = {};
     for (const t of file.tensors.values()) tensorTypes[t.typeName] = (tensorTypes[t.typeName] ?? 0) + 1;
 
     const config = {
+      _name_or_path: ggufModelName(ggufPath),
       architectures: ['LlamaForCausalLM'],
       model_type: 'llama',
       vocab_size: hp.vocabSize,

@@ -15,6 +15,8 @@
 import { dequantizeTensor, type GgufFile } from '../runtime/gguf/index.ts';
 import { FLOAT, INT64 } from '../runtime/graph/onnx.ts';
 import { emitLinear, type WeightsMode } from './emit-linear.ts';
+import { emitQuantizedEmbedding, DEFAULT_IMPORT_ACCURACY } from './quant/nbits-linear.ts';
+import { MS_DOMAIN, type AccuracyLevel } from './quant/nbits-nodes.ts';
 import { GraphBuilder } from './graph-builder.ts';
 import type { LlamaHparams } from './llama-hparams.ts';
 
@@ -25,7 +27,7 @@ export interface BuiltModel {
   initializerBytes: number;
 }
 
-export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMode): BuiltModel {
+export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMode, accuracyLevel: AccuracyLevel = DEFAULT_IMPORT_ACCURACY): BuiltModel {
   const b = new GraphBuilder();
   const { hidden: d, heads: H, kvHeads: KV, headDim: hd, vocabSize: V } = hp;
   const ids = b.input('input_ids', INT64, ['batch_size', 'sequence_length']);
@@ -39,7 +41,7 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
     for (const kv of ['key', 'value']) b.output(`present.${i}.${kv}`, FLOAT, ['batch_size', KV, 'total_sequence_length', hd]);
   }
 
-  let x = embed(b, file, hp, ids);
+  let x = embed(b, file, hp, ids, mode);
   const { cos, sin } = rope(b, hp, pos);
   const allowed = attentionMask(b, ids, mask);
   const c = {
@@ -59,7 +61,7 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
     const blk = `blk.${i}`;
     const h = rmsNorm(b, `${L}/input_layernorm`, x, `model.layers.${i}.input_layernorm.weight`, dequantizeTensor(file, t(`${blk}.attn_norm.weight`)), hp.rmsEps);
     const lin = (sub: string, tensor: string, input: string, unpermuteHeads?: number) =>
-      emitLinear(b, `${L}/${sub}`, input, { file, info: t(`${blk}.${tensor}.weight`), ...(unpermuteHeads ? { unpermuteHeads } : {}) }, mode).output;
+      emitLinear(b, `${L}/${sub}`, input, { file, info: t(`${blk}.${tensor}.weight`), ...(unpermuteHeads ? { unpermuteHeads } : {}) }, mode, undefined, accuracyLevel).output;
     const A = `${L}/self_attn`;
     const heads = (y: string, shape: string) => b.op1(A, 'Transpose', [b.op1(A, 'Reshape', [y, shape])], { perm: [0, 2, 1, 3] });
     let q = heads(lin('self_attn/q_proj', 'attn_q', h, H), c.shapeQ);
@@ -88,12 +90,13 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
   }
   const out = rmsNorm(b, '/model/norm', x, 'model.norm.weight', dequantizeTensor(file, t('output_norm.weight')), hp.rmsEps);
   const head = hp.tiedEmbeddings ? t('token_embd.weight') : t('output.weight');
-  emitLinear(b, '/lm_head', out, { file, info: head }, mode, 'logits');
+  emitLinear(b, '/lm_head', out, { file, info: head }, mode, 'logits', accuracyLevel);
   const initializerBytes = b.initializers.reduce((s, i) => s + (i.rawData?.byteLength ?? 0), 0);
   if (initializerBytes > 2_000_000_000) {
     throw new Error(`the ${mode} model needs ${(initializerBytes / 1e9).toFixed(2)} GB of weights, over ONNX's 2 GB single-file limit`);
   }
-  return { bytes: b.encode('patchbay_llama', [{ domain: '', version: 17 }]), initializerBytes };
+  const opsets = [{ domain: '', version: 17 }, ...(b.nodes.some((n) => n.domain === MS_DOMAIN) ? [{ domain: MS_DOMAIN, version: 1 }] : [])];
+  return { bytes: b.encode('patchbay_llama', opsets), initializerBytes };
 }
 
 /**
@@ -101,8 +104,13 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
  * GGUF): one matrix only, `lm_head.weight` [d, V] = Eᵀ, read by Gather(axis = 1) + Transpose, as the GPT-2
  * export does; emitLinear creates that initializer for `/lm_head`.
  */
-function embed(b: GraphBuilder, file: GgufFile, hp: LlamaHparams, ids: string): string {
+function embed(b: GraphBuilder, file: GgufFile, hp: LlamaHparams, ids: string, mode: WeightsMode): string {
   const S = '/model/embed_tokens';
+  if (hp.tiedEmbeddings && mode !== 'f32') {
+    // q4/q8: the quantized table, stored once for this lookup and the tied lm_head (src/import/quant/).
+    const quantized = emitQuantizedEmbedding(b, file, file.tensor('token_embd.weight'), ids, S, 'model.embed_tokens');
+    if (quantized) return quantized;
+  }
   if (hp.tiedEmbeddings) {
     const cols = b.op1(S, 'Gather', ['lm_head.weight', ids], { axis: 1 }); // [d, B, S]
     return b.op1(S, 'Transpose', [cols], { perm: [1, 2, 0] });

@@ -43,11 +43,22 @@ export interface NBitsLinearSpec {
   shared?: { data: string; scales: string };
 }
 
-/** Accumulates nodes and initializers of one graph; shares blocksums between layers with the same input. */
+/**
+ * Appends nodes and initializers to one graph (`sink`: e.g. the importer's GraphBuilder, whose arrays are
+ * public); shares blocksums between layers with the same input.
+ */
 export class NBitsEmitter {
-  readonly nodes: NodeProto[] = [];
-  readonly initializers: TensorProto[] = [];
   private readonly blocksums = new Map<string, string>();
+
+  constructor(private readonly sink: { nodes: NodeProto[]; initializers: TensorProto[] } = { nodes: [], initializers: [] }) {}
+
+  get nodes(): NodeProto[] {
+    return this.sink.nodes;
+  }
+
+  get initializers(): TensorProto[] {
+    return this.sink.initializers;
+  }
 
   linear(spec: NBitsLinearSpec): void {
     const { weight: w, scope, prefix } = spec;
