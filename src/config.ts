@@ -87,8 +87,8 @@ const ConfigSchema = z.object({
   deltaTargets: deltaTargets.optional(),
   /** A second, branch-free session for steps without adapters (see RuntimeOptions.plainSession). */
   plainSession: z.enum(['auto', 'on', 'off']).default('auto'),
-  /** MatMulNBits compute precision of a quantized model (0 = float32, 4 = int8 activations); unset = as stored. */
-  nbitsAccuracy: z.enum(['0', '1', '2', '3', '4']).transform((v) => Number(v) as 0 | 1 | 2 | 3 | 4).optional(),
+  /** MatMulNBits compute precision of a quantized model (0 = float32, 4 = int8 activations, auto = 0 on 4-bit and 4 on 8-bit nodes); unset = as stored. */
+  nbitsAccuracy: z.enum(['auto', '0', '1', '2', '3', '4']).transform((v) => (v === 'auto' ? 'auto' : (Number(v) as 0 | 1 | 2 | 3 | 4))).optional(),
   maxBatch: int(1, 1024).default(8),
   maxQueue: int(0, 1_000_000).default(64),
   /** Unset = derived from the model's context length once it has loaded (server/body-limit.ts). */

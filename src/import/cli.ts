@@ -6,16 +6,16 @@ import { parseArgs } from 'node:util';
 import { PatchbayError } from '../errors.ts';
 import { IMPLEMENTED_WEIGHTS_MODES, WEIGHTS_MODES, type WeightsMode } from './emit-linear.ts';
 import { importGguf } from './import-gguf.ts';
-import type { AccuracyLevel } from './quant/nbits-nodes.ts';
+import type { ImportAccuracy } from './quant/nbits-linear.ts';
 
-const USAGE = 'usage: npm run model:import -- <file.gguf> --out models/<name> [--weights f32|q4|q8] [--accuracy-level 0|4]';
+const USAGE = 'usage: npm run model:import -- <file.gguf> --out models/<name> [--weights f32|q4|q8] [--accuracy-level auto|0|4]';
 
 export interface ImportArgs {
   gguf: string;
   out: string;
   weights: WeightsMode;
   /** q4/q8: MatMulNBits accuracy_level (0 = float32 compute, 4 = int8 activations); default in quant/nbits-linear.ts. */
-  accuracyLevel?: AccuracyLevel;
+  accuracyLevel?: ImportAccuracy;
 }
 
 /** Parse argv (without node and script); throws a message-only Error on bad input. */
@@ -35,8 +35,9 @@ export function parseImportArgs(argv: string[]): ImportArgs {
     throw new Error(`--weights ${weights} is not yet supported by this importer (available: ${IMPLEMENTED_WEIGHTS_MODES.join(', ')})`);
   }
   const level = values['accuracy-level'];
-  if (level !== undefined && !/^[0-4]$/.test(level)) throw new Error(`--accuracy-level must be 0, 1, 2, 3 or 4, got "${level}"`);
-  return { gguf: positionals[0]!, out: values.out, weights, ...(level !== undefined ? { accuracyLevel: Number(level) as AccuracyLevel } : {}) };
+  if (level !== undefined && !/^([0-4]|auto)$/.test(level)) throw new Error(`--accuracy-level must be auto, 0, 1, 2, 3 or 4, got "${level}"`);
+  const accuracyLevel = level === undefined ? undefined : level === 'auto' ? 'auto' : (Number(level) as ImportAccuracy);
+  return { gguf: positionals[0]!, out: values.out, weights, ...(accuracyLevel !== undefined ? { accuracyLevel } : {}) };
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -5,8 +5,8 @@
 import { dequantizeTensor, unpermuteRows, type GgufFile, type GgufTensorInfo } from '../runtime/gguf/index.ts';
 import { modulePath } from '../runtime/graph/module-path.ts';
 import type { GraphBuilder } from './graph-builder.ts';
-import { emitterFor, nbitsWeight, packable, sharedTable, DEFAULT_IMPORT_ACCURACY } from './quant/nbits-linear.ts';
-import type { AccuracyLevel } from './quant/nbits-nodes.ts';
+import { emitterFor, levelFor, nbitsPlanes, packable, sharedTable, DEFAULT_IMPORT_ACCURACY } from './quant/nbits-linear.ts';
+import type { ImportAccuracy } from './quant/nbits-linear.ts';
 
 /** How linear weights are stored in the ONNX graph (`--weights`). */
 export const WEIGHTS_MODES = ['f32', 'q4', 'q8'] as const;
@@ -58,15 +58,16 @@ export function emitLinear(
   w: LinearWeight,
   mode: WeightsMode,
   outputName?: string,
-  accuracyLevel: AccuracyLevel = DEFAULT_IMPORT_ACCURACY,
+  accuracyLevel: ImportAccuracy = DEFAULT_IMPORT_ACCURACY,
 ): { output: string; weightName: string } {
   if (mode !== 'f32' && packable(w.info)) {
     const prefix = modulePath(`${scope}/MatMulNBits`, '');
     const shared = sharedTable(b, w.info.name);
-    const weight = shared?.weight ?? nbitsWeight(w.file, w.info, mode === 'q8' ? 8 : 4, w.unpermuteHeads);
+    const planes = shared?.planes ?? nbitsPlanes(w.file, w.info, mode, w.unpermuteHeads);
     const output = outputName ?? `${scope}/MatMulNBits_output_0`;
-    emitterFor(b).linear({ scope, prefix, input: x, output, weight, accuracyLevel, ...(shared ? { shared: shared.names } : {}) });
-    return { output, weightName: shared?.names.data ?? `${prefix}.nbits.B` };
+    const level = levelFor(accuracyLevel, planes.weight.bits);
+    emitterFor(b).linear({ scope, prefix, input: x, output, ...planes, accuracyLevel: level, ...(shared ? { shared: shared.names } : {}) });
+    return { output, weightName: shared?.names[0]!.data ?? `${prefix}.nbits.B` };
   }
   const { data, dIn, dOut } = linearWeightRows(w);
   const weightName = `${modulePath(`${scope}/MatMul`, '')}.weight`;

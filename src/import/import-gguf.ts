@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { GgufFile } from '../runtime/gguf/index.ts';
 import type { WeightsMode } from './emit-linear.ts';
-import type { AccuracyLevel } from './quant/nbits-nodes.ts';
+import type { ImportAccuracy } from './quant/nbits-linear.ts';
 import { readLlamaHparams, type LlamaHparams } from './llama-hparams.ts';
 import { buildLlamaOnnx } from './llama-onnx.ts';
 import { buildTokenizerFiles } from './tokenizer-files.ts';
@@ -24,7 +24,7 @@ export interface ImportResult {
 
 export interface ImportOptions {
   /** MatMulNBits `accuracy_level` written into q4/q8 graphs (0 = float32 compute, 4 = int8 activations). */
-  accuracyLevel?: AccuracyLevel;
+  accuracyLevel?: ImportAccuracy;
 }
 
 /**

@@ -16,7 +16,8 @@ import { dequantizeTensor, type GgufFile } from '../runtime/gguf/index.ts';
 import { FLOAT, INT64 } from '../runtime/graph/onnx.ts';
 import { emitLinear, type WeightsMode } from './emit-linear.ts';
 import { emitQuantizedEmbedding, DEFAULT_IMPORT_ACCURACY } from './quant/nbits-linear.ts';
-import { MS_DOMAIN, type AccuracyLevel } from './quant/nbits-nodes.ts';
+import { MS_DOMAIN } from './quant/nbits-nodes.ts';
+import type { ImportAccuracy } from './quant/nbits-linear.ts';
 import { GraphBuilder } from './graph-builder.ts';
 import type { LlamaHparams } from './llama-hparams.ts';
 
@@ -27,7 +28,7 @@ export interface BuiltModel {
   initializerBytes: number;
 }
 
-export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMode, accuracyLevel: AccuracyLevel = DEFAULT_IMPORT_ACCURACY): BuiltModel {
+export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMode, accuracyLevel: ImportAccuracy = DEFAULT_IMPORT_ACCURACY): BuiltModel {
   const b = new GraphBuilder();
   const { hidden: d, heads: H, kvHeads: KV, headDim: hd, vocabSize: V } = hp;
   const ids = b.input('input_ids', INT64, ['batch_size', 'sequence_length']);
@@ -108,7 +109,7 @@ function embed(b: GraphBuilder, file: GgufFile, hp: LlamaHparams, ids: string, m
   const S = '/model/embed_tokens';
   if (hp.tiedEmbeddings && mode !== 'f32') {
     // q4/q8: the quantized table, stored once for this lookup and the tied lm_head (src/import/quant/).
-    const quantized = emitQuantizedEmbedding(b, file, file.tensor('token_embd.weight'), ids, S, 'model.embed_tokens');
+    const quantized = emitQuantizedEmbedding(b, file, file.tensor('token_embd.weight'), ids, S, 'model.embed_tokens', mode);
     if (quantized) return quantized;
   }
   if (hp.tiedEmbeddings) {

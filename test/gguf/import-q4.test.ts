@@ -16,7 +16,8 @@ import { Engine } from '../../src/runtime/engine.ts';
 import { BatchKv } from '../../src/runtime/batch-kv.ts';
 import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
 import { addDeltaBranches, findLinearLayers } from '../../src/runtime/graph/index.ts';
-import { decodeModel } from '../../src/runtime/graph/onnx.ts';
+import { decodeModel, encodeModel } from '../../src/runtime/graph/onnx.ts';
+import { sliceLogits } from '../../src/runtime/graph/logits-slice.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
 import { GGUF_FIXTURE, loadReference } from './fixture.ts';
 import type { DeltaBinding, LayerFactors } from '../../src/runtime/types.ts';
@@ -36,7 +37,10 @@ after(async () => rm(work, { recursive: true, force: true }));
 /** Logits of every prompt's last position, then of 3 decode steps, optionally with per-row deltas. */
 async function run(dir: string, binding?: DeltaBinding): Promise<Float32Array[]> {
   const info: ModelInfo = await readModelInfo(dir);
-  const bytes = new Uint8Array(await readFile(info.onnxPath));
+  const model = decodeModel(new Uint8Array(await readFile(info.onnxPath)));
+  // The runtime's last-position logits rewrite must find the head through the 4-bit import's Adds.
+  assert.equal(sliceLogits(model), true);
+  const bytes = encodeModel(model);
   const rewrite = binding ? addDeltaBranches(bytes, 'all-linear') : undefined;
   const session = await createSession(rewrite?.bytes ?? bytes, { device: 'cpu', threads: 1 });
   try {
@@ -79,10 +83,10 @@ test('q4 graph: quantized tensors are MatMulNBits layers under HF module paths, 
     'model.layers.0.self_attn.q_proj': 'MatMulNBits 256x256', // Q4_K, rows un-permuted as bytes
     'model.layers.0.self_attn.k_proj': 'MatMulNBits 256x128', // Q4_0
     'model.layers.0.self_attn.v_proj': 'MatMulNBits 256x128', // Q4_1
-    'model.layers.0.self_attn.o_proj': 'MatMulNBits 256x256', // Q8_0 (8-bit)
+    'model.layers.0.self_attn.o_proj': 'MatMulNBits 256x256', // Q8_0: two 4-bit planes, one layer
     'model.layers.0.mlp.gate_proj': 'MatMul 256x512', // F16: float fallback
     'model.layers.0.mlp.up_proj': 'MatMul 256x512', // BF16
-    'model.layers.0.mlp.down_proj': 'MatMulNBits 512x256', // Q6_K (8-bit, block 16)
+    'model.layers.0.mlp.down_proj': 'MatMulNBits 512x256', // Q6_K: two 4-bit planes, block 16
     'model.layers.1.self_attn.q_proj': 'MatMulNBits 256x256',
     'model.layers.1.self_attn.k_proj': 'MatMulNBits 256x128',
     'model.layers.1.self_attn.v_proj': 'MatMulNBits 256x128',
@@ -95,6 +99,11 @@ test('q4 graph: quantized tensors are MatMulNBits layers under HF module paths, 
   const inits = model.graph!.initializer!.map((t) => t.name);
   assert.ok(!inits.includes('lm_head.weight') && !inits.includes('model.embed_tokens.weight'), 'no float copy of the token table');
   assert.equal(inits.filter((n) => n === 'model.embed_tokens.nbits.B').length, 1);
+  assert.equal(inits.filter((n) => n === 'model.embed_tokens.nbits_lo.B').length, 1);
+  // q4: every MatMulNBits node is 4-bit at accuracy_level 0 (auto), so the graph stays exact.
+  const attr = (n: { attribute?: { name?: string | null; i?: unknown }[] | null }, a: string) => Number(n.attribute!.find((x) => x.name === a)!.i);
+  const nbits = model.graph!.node!.filter((n) => n.opType === 'MatMulNBits');
+  assert.deepEqual([...new Set(nbits.map((n) => `${attr(n, 'bits')}/${attr(n, 'accuracy_level')}`))], ['4/0']);
   assert.ok(model.graph!.node!.some((n) => n.opType === 'GatherBlockQuantized'));
   const config = JSON.parse(await readFile(join(dirs.q4!, 'config.json'), 'utf8')) as Record<string, unknown>;
   assert.equal(config['_name_or_path'], 'tiny-llama-mixed');

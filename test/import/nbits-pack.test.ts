@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { NBITS_TYPES, NBitsPackError, packNBits, unpackNBits, type NBitsSourceType } from '../../src/import/quant/nbits-pack.ts';
+import { NBITS_TYPES, NBitsPackError, packNBits, splitTo4Bit, unpackNBits, type NBitsSourceType } from '../../src/import/quant/nbits-pack.ts';
 import { MS_DOMAIN, NBitsEmitter } from '../../src/import/quant/nbits-nodes.ts';
 import { FLOAT, INT64, encodeModel, onnx, tensorValueInfo } from '../../src/runtime/graph/onnx.ts';
 import { rng, randomArray } from '../graph/tiny-model.ts';
@@ -144,5 +144,18 @@ test('quantized embedding: GatherBlockQuantized rows equal the dequantized rows 
     assert.ok(relErr(h, want) <= 2 ** -22, `${type} embedding`);
     const logits = out.logits!.data as Float32Array;
     assert.ok(relErr(logits, referenceMatmul(want, 3, ref, K, N)) <= 1e-5, `${type} tied head`);
+  }
+});
+
+test('splitTo4Bit: two 4-bit planes (16s·(hi−8) + s·(lo−8) + 8s) mean exactly the 8-bit weight', () => {
+  for (const type of ['Q8_0', 'Q6_K', 'Q5_1'] as const) {
+    const { K, N, raw, ref } = load(type);
+    const { hi, lo } = splitTo4Bit(packNBits(type, raw, K, N));
+    assert.equal(hi.bits, 4);
+    assert.equal(hi.data.byteLength + lo.data.byteLength, N * K);
+    const a = unpackNBits(hi);
+    const b = unpackNBits(lo);
+    const sum = a.map((v, i) => v + b[i]!);
+    assert.ok(relErr(sum, ref) <= 2 ** -21, `${type}: ${relErr(sum, ref)}`);
   }
 });

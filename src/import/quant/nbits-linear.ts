@@ -4,18 +4,21 @@
  *
  *   Q4_0, Q4_1, Q4_K        q4: 4-bit MatMulNBits (block 32; offsets of Q4_1/Q4_K as a blocksum correction)
  *                           q8: the same values widened to 8 bits (exact)
- *   Q8_0, Q5_0, Q5_1        8-bit MatMulNBits, block 32 (exact; there is no 4-bit form without re-quantizing)
- *   Q6_K                    8-bit MatMulNBits, block 16 (exact)
+ *   Q8_0, Q5_0, Q5_1        q4: two 4-bit planes, block 32 (hi·16 + lo, exact); q8: 8-bit MatMulNBits
+ *   Q6_K                    the same with block 16
  *   F32, F16, BF16, others  float32 MatMul — the documented fallback (such files' other types are refused
  *                           earlier by the dequantizer, with the list of types it reads)
  *
- * Tied embeddings: the token table is stored once, as MatMulNBits' B for the head, and read for the lookup
- * by GatherBlockQuantized (8-bit tables: Q8_0/Q6_K/Q5_x, or 4-bit ones widened to 8 bits for the pair).
+ * In q4 mode 8-bit sources are stored as two exact 4-bit planes (nbits-pack.ts splitTo4Bit) so that every
+ * layer runs on ORT's 4-bit kernels at accuracy_level 0.
+ *
+ * Tied embeddings: the token table is stored once, as MatMulNBits' B (one or two planes) for the head, and
+ * read for the lookup by GatherBlockQuantized on the same initializers.
  */
 import type { GgufFile, GgufTensorInfo } from '../../runtime/gguf/index.ts';
 import type { TensorProto, NodeProto } from '../../runtime/graph/onnx.ts';
-import { isNBitsSource, NBITS_TYPES, packNBits, type NBitsWeight } from './nbits-pack.ts';
-import { NBitsEmitter, type AccuracyLevel } from './nbits-nodes.ts';
+import { isNBitsSource, NBITS_TYPES, packNBits, splitTo4Bit, type NBitsWeight } from './nbits-pack.ts';
+import { NBitsEmitter, type AccuracyLevel, type SharedPlanes } from './nbits-nodes.ts';
 
 export interface GraphSink {
   nodes: NodeProto[];
@@ -69,8 +72,25 @@ export function unpermuteRowBytes(raw: Uint8Array, rows: number, rowBytes: numbe
   return out;
 }
 
+/** A layer's operands: one MatMulNBits weight, or (q4 mode, 8-bit source) two exact 4-bit planes. */
+export interface Planes {
+  weight: NBitsWeight;
+  lo?: NBitsWeight;
+}
+
+/**
+ * `--weights q4`: 4-bit types stay 4-bit, 8-bit types (Q8_0, Q5_x, Q6_K) become two 4-bit planes
+ * (splitTo4Bit) so every layer runs on the fast, exact 4-bit kernels. `--weights q8`: everything 8-bit.
+ */
+export function nbitsPlanes(file: GgufFile, info: GgufTensorInfo, mode: 'q4' | 'q8', unpermuteHeads?: number): Planes {
+  const w = nbitsWeight(file, info, mode === 'q8' ? 8 : 4, unpermuteHeads);
+  if (mode === 'q8' || w.bits === 4) return { weight: w };
+  const { hi, lo } = splitTo4Bit(w);
+  return { weight: hi, lo };
+}
+
 /** Quantized token tables already stored in a graph, by GGUF tensor name: a tied head reads the same bytes. */
-const tables = new WeakMap<GraphSink, Map<string, { weight: NBitsWeight; names: { data: string; scales: string } }>>();
+const tables = new WeakMap<GraphSink, Map<string, { planes: Planes; names: SharedPlanes }>>();
 
 export function sharedTable(sink: GraphSink, tensor: string) {
   return tables.get(sink)?.get(tensor);
@@ -81,16 +101,27 @@ export function sharedTable(sink: GraphSink, tensor: string) {
  * tables widened), registered so the tied head shares it. Returns undefined when the table's type has no
  * MatMulNBits form (the caller keeps the float path).
  */
-export function emitQuantizedEmbedding(sink: GraphSink, file: GgufFile, info: GgufTensorInfo, ids: string, scope: string, prefix: string): string | undefined {
+export function emitQuantizedEmbedding(sink: GraphSink, file: GgufFile, info: GgufTensorInfo, ids: string, scope: string, prefix: string, mode: 'q4' | 'q8'): string | undefined {
   if (!packable(info)) return undefined;
-  const weight = nbitsWeight(file, info, 8);
+  const planes = nbitsPlanes(file, info, mode);
   const output = `${scope}/GatherBlockQuantized_output_0`;
-  const names = emitterFor(sink).embedding({ scope, prefix, ids, output, weight });
+  const names = emitterFor(sink).embedding({ scope, prefix, ids, output, ...planes });
   let m = tables.get(sink);
   if (!m) tables.set(sink, (m = new Map()));
-  m.set(info.name, { weight, names });
+  m.set(info.name, { planes, names });
   return output;
 }
 
-/** Import-time choice of MatMulNBits' compute precision (the runtime can override it: PATCHBAY_NBITS_ACCURACY). */
-export const DEFAULT_IMPORT_ACCURACY: AccuracyLevel = 0;
+/**
+ * Import-time choice of MatMulNBits' compute precision (the runtime can override it: PATCHBAY_NBITS_ACCURACY).
+ * `auto` = per layer: 0 (float32 compute) for 4-bit layers, 4 (int8 activations) for 8-bit ones. Measured
+ * with ORT 1.30 CPU (bench/nbits-ops.ts, BENCHMARKS.md): 4-bit kernels are as fast at level 0 as at 4 and
+ * exact there, while 8-bit MatMulNBits at level 0 dequantizes the whole matrix on every run (the tied
+ * SmolLM2 head: ~1.3 s per token at level 0, ~30 ms at level 4).
+ */
+export type ImportAccuracy = AccuracyLevel | 'auto';
+export const DEFAULT_IMPORT_ACCURACY: ImportAccuracy = 'auto';
+
+export function levelFor(choice: ImportAccuracy, bits: 4 | 8): AccuracyLevel {
+  return choice === 'auto' ? (bits === 8 ? 4 : 0) : choice;
+}

@@ -35,13 +35,24 @@ export interface NBitsLinearSpec {
   input: string;
   output: string;
   weight: NBitsWeight;
+  /**
+   * A second 4-bit plane added to `weight` (an 8-bit weight split by splitTo4Bit: weight = hi, lo = lo). Its
+   * node is named `${scope}/nbits_lo/MatMulNBits`: a helper, not a layer (linear-layers.ts skips `/nbits_`).
+   */
+  lo?: NBitsWeight;
   accuracyLevel: AccuracyLevel;
   /**
-   * Reuse B and scales already emitted (tied embedding / head): names of existing initializers. When set,
-   * no weight initializers are added for this layer.
+   * Reuse B and scales already emitted (tied embedding / head): names of existing initializers, one pair per
+   * plane. When set, no weight initializers are added for this layer.
    */
-  shared?: { data: string; scales: string };
+  shared?: SharedPlanes;
 }
+
+export interface PlaneNames {
+  data: string;
+  scales: string;
+}
+export type SharedPlanes = PlaneNames[];
 
 /**
  * Appends nodes and initializers to one graph (`sink`: e.g. the importer's GraphBuilder, whose arrays are
@@ -61,82 +72,100 @@ export class NBitsEmitter {
   }
 
   linear(spec: NBitsLinearSpec): void {
-    const { weight: w, scope, prefix } = spec;
-    const nb = w.K / w.blockSize;
-    let data = spec.shared?.data;
-    let scales = spec.shared?.scales;
-    if (!data || !scales) {
-      data = `${prefix}.nbits.B`;
-      scales = `${prefix}.nbits.scales`;
-      this.initializers.push(
-        { name: data, dataType: UINT8, dims: [w.N, nb, (w.blockSize * w.bits) / 8], rawData: w.data },
-        floatInit(scales, [w.N * nb], w.scales),
-      );
+    const { scope, prefix } = spec;
+    const planes = spec.lo ? [spec.weight, spec.lo] : [spec.weight];
+    const last = planes[planes.length - 1]!;
+    const names = planes.map((w, i) => spec.shared?.[i] ?? this.storePlane(w, `${prefix}.nbits${i === 0 ? '' : '_lo'}`));
+    const outs = planes.map((_, i) => (i === 0 && planes.length === 1 && !last.offsets ? spec.output : `${spec.output}/nbits${i === 0 ? '' : '_lo'}`));
+    planes.forEach((w, i) => {
+      const mm = node('MatMulNBits', `${scope}${i === 0 ? '' : '/nbits_lo'}/MatMulNBits`, [spec.input, names[i]!.data, names[i]!.scales], [outs[i]!], [
+        { name: 'K', type: INT, i: w.K },
+        { name: 'N', type: INT, i: w.N },
+        { name: 'bits', type: INT, i: w.bits },
+        { name: 'block_size', type: INT, i: w.blockSize },
+        { name: 'accuracy_level', type: INT, i: spec.accuracyLevel },
+      ]);
+      mm.domain = MS_DOMAIN;
+      this.nodes.push(mm);
+    });
+    let sum = outs[0]!;
+    if (planes.length === 2) {
+      sum = last.offsets ? `${spec.output}/nbits_planes` : spec.output;
+      this.nodes.push(node('Add', `${scope}/nbits_lo/Add`, [outs[0]!, outs[1]!], [sum]));
     }
-    const y0 = w.offsets ? `${spec.output}/nbits` : spec.output;
-    const mm = node('MatMulNBits', `${scope}/MatMulNBits`, [spec.input, data, scales], [y0], [
-      { name: 'K', type: INT, i: w.K },
-      { name: 'N', type: INT, i: w.N },
-      { name: 'bits', type: INT, i: w.bits },
-      { name: 'block_size', type: INT, i: w.blockSize },
-      { name: 'accuracy_level', type: INT, i: spec.accuracyLevel },
-    ]);
-    mm.domain = MS_DOMAIN;
-    this.nodes.push(mm);
-    if (!w.offsets) return;
-    const xs = this.blocksum(spec.input, w.K, w.blockSize, scope);
+    if (!last.offsets) return;
+    const nb = last.K / last.blockSize;
+    const xs = this.blocksum(spec.input, last.K, last.blockSize, scope);
     const off = `${prefix}.nbits.offsets`;
-    this.initializers.push(floatInit(off, [1, nb, w.N], w.offsets));
+    this.initializers.push(floatInit(off, [1, nb, last.N], last.offsets));
     this.nodes.push(
       node('MatMul', `${scope}/nbits_offset/MatMul`, [xs, off], [`${spec.output}/nbits_offset`]),
-      node('Add', `${scope}/nbits_offset/Add`, [y0, `${spec.output}/nbits_offset`], [spec.output]),
+      node('Add', `${scope}/nbits_offset/Add`, [sum, `${spec.output}/nbits_offset`], [spec.output]),
     );
   }
 
   /**
-   * Embedding lookup from the quantized table (ids [b, s] → [b, s, K]); returns the initializer names
-   * of B and the flat scales so a tied head can share them. 8-bit tables only (ORT's GatherBlockQuantized
-   * decodes uint8 with the default zero point 128 for bits = 8); offsets are gathered and added per block.
+   * Embedding lookup from the quantized table (ids [b, s] → [b, s, K]) with GatherBlockQuantized (default
+   * zero point 2^(bits−1); 4-bit data packed two per byte, low nibble first — MatMulNBits' layout), one
+   * lookup per plane, offsets gathered per block and added. Returns the planes' B/scales initializer names so
+   * a tied head can share them.
    */
-  embedding(opts: { scope: string; prefix: string; ids: string; output: string; weight: NBitsWeight }): { data: string; scales: string } {
-    const { weight: w, scope, prefix } = opts;
-    if (w.bits !== 8) throw new Error(`${prefix}: quantized embeddings must be 8-bit here (got ${w.bits})`);
-    const nb = w.K / w.blockSize;
-    const data = `${prefix}.nbits.B`;
-    const scales = `${prefix}.nbits.scales`;
-    const scales3 = `${prefix}.nbits.scales_gather`;
-    // GatherBlockQuantized wants scales with data's rank ([V, nb, 1]); MatMulNBits wants them flat ([V·nb]):
-    // ORT accepts neither shape for the other op, so the (small, 4/blockSize of B's elements) scales are stored twice.
-    this.initializers.push(
-      { name: data, dataType: UINT8, dims: [w.N, nb, w.blockSize], rawData: w.data },
-      floatInit(scales, [w.N * nb], w.scales),
-      floatInit(scales3, [w.N, nb, 1], w.scales),
-    );
-    const blocks = `${opts.output}/blocks`;
-    const g = node('GatherBlockQuantized', `${scope}/GatherBlockQuantized`, [data, opts.ids, scales3], [blocks], [
-      { name: 'gather_axis', type: INT, i: 0 },
-      { name: 'quantize_axis', type: INT, i: 2 },
-      { name: 'block_size', type: INT, i: w.blockSize },
-      { name: 'bits', type: INT, i: 8 },
-    ]);
-    g.domain = MS_DOMAIN;
-    this.nodes.push(g);
-    let full = blocks;
-    if (w.offsets) {
+  embedding(opts: { scope: string; prefix: string; ids: string; output: string; weight: NBitsWeight; lo?: NBitsWeight }): SharedPlanes {
+    const { scope, prefix } = opts;
+    const planes = opts.lo ? [opts.weight, opts.lo] : [opts.weight];
+    const last = planes[planes.length - 1]!;
+    const nb = last.K / last.blockSize;
+    const shared: SharedPlanes = [];
+    const parts = planes.map((w, i) => {
+      const tag = i === 0 ? '' : '_lo';
+      const names = this.storePlane(w, `${prefix}.nbits${tag}`);
+      shared.push(names);
+      // GatherBlockQuantized wants scales with data's rank ([V, nb, 1]); MatMulNBits wants them flat ([V·nb]):
+      // ORT accepts neither shape for the other op, so the (small) scales are stored twice.
+      const scales3 = `${prefix}.nbits${tag}.scales_gather`;
+      this.initializers.push(floatInit(scales3, [w.N, nb, 1], w.scales));
+      const out = `${opts.output}/blocks${tag}`;
+      const g = node('GatherBlockQuantized', `${scope}/nbits${tag}/GatherBlockQuantized`, [names.data, opts.ids, scales3], [out], [
+        { name: 'gather_axis', type: INT, i: 0 },
+        { name: 'quantize_axis', type: INT, i: 2 },
+        { name: 'block_size', type: INT, i: w.blockSize },
+        { name: 'bits', type: INT, i: w.bits },
+      ]);
+      g.domain = MS_DOMAIN;
+      this.nodes.push(g);
+      return out;
+    });
+    let full = parts[0]!;
+    if (parts.length === 2) {
+      full = `${opts.output}/blocks_sum`;
+      this.nodes.push(node('Add', `${scope}/nbits_lo/Add`, [parts[0]!, parts[1]!], [full]));
+    }
+    if (last.offsets) {
       // offsets are stored [nb, V] for the head's correction; the lookup needs rows: [V, nb, 1].
       const offRows = `${prefix}.nbits.offsets_gather`;
-      const t = new Float32Array(w.N * nb);
-      for (let b = 0; b < nb; b++) for (let n = 0; n < w.N; n++) t[n * nb + b] = w.offsets[b * w.N + n]!;
-      this.initializers.push(floatInit(offRows, [w.N, nb, 1], t));
+      const t = new Float32Array(last.N * nb);
+      for (let b = 0; b < nb; b++) for (let n = 0; n < last.N; n++) t[n * nb + b] = last.offsets[b * last.N + n]!;
+      this.initializers.push(floatInit(offRows, [last.N, nb, 1], t));
       this.nodes.push(
         node('Gather', `${scope}/nbits_offset/Gather`, [offRows, opts.ids], [`${opts.output}/offsets`], [{ name: 'axis', type: INT, i: 0 }]),
-        node('Add', `${scope}/nbits_offset/Add`, [blocks, `${opts.output}/offsets`], [`${opts.output}/blocks_off`]),
+        node('Add', `${scope}/nbits_offset/Add`, [full, `${opts.output}/offsets`], [`${opts.output}/blocks_off`]),
       );
       full = `${opts.output}/blocks_off`;
     }
     const shape = `${prefix}.nbits.embed_shape`;
-    this.initializers.push(int64Initializer(shape, [0, 0, w.K]));
+    this.initializers.push(int64Initializer(shape, [0, 0, last.K]));
     this.nodes.push(node('Reshape', `${scope}/nbits/Reshape`, [full, shape], [opts.output]));
+    return shared;
+  }
+
+  private storePlane(w: NBitsWeight, name: string): PlaneNames {
+    const nb = w.K / w.blockSize;
+    const data = `${name}.B`;
+    const scales = `${name}.scales`;
+    this.initializers.push(
+      { name: data, dataType: UINT8, dims: [w.N, nb, (w.blockSize * w.bits) / 8], rawData: w.data },
+      floatInit(scales, [w.N * nb], w.scales),
+    );
     return { data, scales };
   }
 

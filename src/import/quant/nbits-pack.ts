@@ -250,3 +250,31 @@ export function unpackNBits(w: NBitsWeight): Float32Array {
   }
   return out;
 }
+
+/**
+ * An 8-bit weight as two exact 4-bit planes, so it runs on ORT's fast 4-bit kernels at accuracy_level 0
+ * (8-bit MatMulNBits is fast only at level 4, whose int8 activations changed SmolLM2's answers):
+ *
+ *     u = 16·hi + lo  (hi, lo ∈ [0, 15])   ⇒   s·(u − 128) = 16s·(hi − 8) + s·(lo − 8) + 8s
+ *
+ * `hi` gets scales 16s, `lo` scales s and the offsets (8s plus the weight's own). No value is rounded except
+ * the f32 sum 8s + offset. The two planes hold as many bytes as the 8-bit weight.
+ */
+export function splitTo4Bit(w: NBitsWeight): { hi: NBitsWeight; lo: NBitsWeight } {
+  if (w.bits !== 8) throw new NBitsPackError('only 8-bit weights are split into 4-bit planes');
+  const { K, N, blockSize: sub } = w;
+  const nbRow = K / sub;
+  const hiData = new Uint8Array(w.data.length / 2);
+  const loData = new Uint8Array(w.data.length / 2);
+  for (let i = 0; i < hiData.length; i++) {
+    const a = w.data[2 * i]!;
+    const b = w.data[2 * i + 1]!;
+    hiData[i] = (a >> 4) | (b & 0xf0);
+    loData[i] = (a & 15) | ((b & 15) << 4);
+  }
+  const hiScales = Float32Array.from(w.scales, (s) => 16 * s);
+  const offsets = new Float32Array(nbRow * N);
+  for (let n = 0; n < N; n++) for (let b = 0; b < nbRow; b++) offsets[b * N + n] = 8 * w.scales[n * nbRow + b]! + (w.offsets ? w.offsets[b * N + n]! : 0);
+  const base = { K, N, bits: 4 as const, blockSize: sub, source: w.source };
+  return { hi: { ...base, data: hiData, scales: hiScales }, lo: { ...base, data: loData, scales: w.scales, offsets } };
+}

@@ -63,7 +63,9 @@ export function findLinearLayers(model: ModelProto): LinearLayer[] {
   for (const n of graph.node ?? []) {
     const [xName, wName, cName] = n.input ?? [];
     if (!xName || !wName || inits.has(xName)) continue;
-    if (n.opType === 'MatMulNBits' && n.domain === 'com.microsoft') {
+    // `…/nbits_lo/MatMulNBits`: the second 4-bit plane of an 8-bit GGUF weight (src/import/quant/), a helper of
+    // the layer named by the first plane, not a layer of its own.
+    if (n.opType === 'MatMulNBits' && n.domain === 'com.microsoft' && !(n.name ?? '').includes('/nbits_')) {
       const nbits = nbitsLayer(n, consumers, inits, graphOutputs);
       if (nbits) layers.push({ name: uniqueName(modulePath(n.name ?? '', wName)), nodeName: n.name ?? '', weightName: wName, inputTensor: xName, ...nbits });
       continue;

@@ -34,13 +34,15 @@ export function sliceLogits(model: ModelProto): boolean {
   const producer = new Map<string, NodeProto>();
   for (const n of nodes) for (const o of n.output ?? []) if (o) producer.set(o, n);
 
+  // Through Adds (a bias, or a 4-bit import's plane sum and offset correction) to the projection itself.
   let head = producer.get('logits');
-  if (head?.opType === 'Add') {
-    // A bias Add, or a 4-bit head's `MatMulNBits + blocksum correction` (import/quant/nbits-nodes.ts):
-    // the projection of the hidden state is the MatMulNBits, else the MatMul not fed by a ReduceSum.
-    const operands = (head.input ?? []).filter((i) => i && !inits.has(i)).map((i) => producer.get(i));
+  for (let hops = 0; head?.opType === 'Add' && hops < 4; hops++) {
+    // A bias Add, or a 4-bit head's plane sum / `MatMulNBits + blocksum correction` (import/quant/nbits-nodes.ts):
+    // the projection of the hidden state is the MatMulNBits, else an inner Add, else the MatMul not fed by a ReduceSum.
+    const operands = (head.input ?? []).filter((i) => i && !inits.has(i)).map((i) => producer.get(i!));
     head =
       operands.find((n) => n?.opType === 'MatMulNBits') ??
+      operands.find((n) => n?.opType === 'Add') ??
       operands.find((n) => PROJECTIONS.has(n?.opType ?? '') && producer.get(n!.input?.[0] ?? '')?.opType !== 'ReduceSum');
   }
   if (!head || !PROJECTIONS.has(head.opType ?? '')) return false;

@@ -9,7 +9,8 @@
  */
 import { decodeModel, encodeModel, type ModelProto } from './onnx.ts';
 
-export type NBitsAccuracy = 0 | 1 | 2 | 3 | 4;
+/** `auto`: 0 on 4-bit nodes, 4 on 8-bit ones (the importer's default; see src/import/quant/nbits-linear.ts). */
+export type NBitsAccuracy = 0 | 1 | 2 | 3 | 4 | 'auto';
 
 /** Sets the level on every MatMulNBits node of `model` in place; returns how many nodes it touched. */
 export function setNBitsAccuracy(model: ModelProto, level: NBitsAccuracy): number {
@@ -17,7 +18,8 @@ export function setNBitsAccuracy(model: ModelProto, level: NBitsAccuracy): numbe
   for (const n of model.graph?.node ?? []) {
     if (n.opType !== 'MatMulNBits' || n.domain !== 'com.microsoft') continue;
     const attrs = (n.attribute ?? []).filter((a) => a.name !== 'accuracy_level');
-    attrs.push({ name: 'accuracy_level', type: 2 /* INT */, i: level });
+    const bits = Number(attrs.find((a) => a.name === 'bits')?.i ?? 4);
+    attrs.push({ name: 'accuracy_level', type: 2 /* INT */, i: level === 'auto' ? (bits === 8 ? 4 : 0) : level });
     n.attribute = attrs;
     count++;
   }
