@@ -155,4 +155,7 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await main().catch((err: Error) => {
+  process.stderr.write(`loadtest: ${err.message}\n`);
+  process.exitCode = 1;
+});
