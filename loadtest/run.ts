@@ -7,6 +7,7 @@ import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { startServer, type ServerProcess } from '../bench/lib/server-process.ts';
+import { seededRandom } from '../src/runtime/sampler.ts';
 import { randomBytes } from 'node:crypto';
 import { copyAdapters } from './lib/adapter-copies.ts';
 import { AdminClient, startDuring } from './lib/admin.ts';
@@ -17,18 +18,6 @@ import { judge, metricTotal, summarize, tokensIn, type Summary } from './lib/sum
 function usage(message: string): never {
   process.stderr.write(`loadtest: ${message}\nusage: npm run loadtest -- <scenario> [--duration <seconds>] [--url <gateway url>]\n`);
   process.exit(2);
-}
-
-/** A seeded generator (mulberry32) so that a rerun sends the same request mix. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 async function baseModelId(url: string): Promise<string> {
@@ -45,7 +34,7 @@ interface ConnectionContext {
 }
 
 async function run(scenario: Scenario, url: string, vars: Vars, adapterIds: readonly string[], seconds: number, consistency?: ConsistencyCheck): Promise<Summary> {
-  const random = seeded(1234);
+  const random = seededRandom(1234); // a rerun sends the same request mix
   const weights = scenario.requests.map((r) => r.weight);
   const total = weights.reduce((a, b) => a + b, 0);
   let acc = 0;
