@@ -43,6 +43,7 @@ async function run(scenario: Scenario, url: string, vars: Vars, adapterIds: read
   const latencies: number[] = [];
   let completionTokens = 0;
   const statuses = new Map<number, number>();
+  const transportErrors = new Map<string, number>();
 
   const options: autocannon.Options = {
     url,
@@ -79,7 +80,9 @@ async function run(scenario: Scenario, url: string, vars: Vars, adapterIds: read
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(options, (err: Error | null, res: autocannon.Result) => (err ? reject(err) : resolve(res)));
     instance.on('response', (_client, _status, _bytes, responseTime) => latencies.push(responseTime));
+    instance.on('reqError', (err: Error) => transportErrors.set(err.message, (transportErrors.get(err.message) ?? 0) + 1));
   });
+  if (transportErrors.size > 0) process.stdout.write(`  transport errors: ${[...transportErrors].map(([m, n]) => `${m} ×${n}`).join('; ')}\n`);
   return summarize({ result, latencies, statuses, completionTokens, seconds });
 }
 
