@@ -8,6 +8,7 @@ import { basename } from 'node:path';
 import { getRequestListener } from '@hono/node-server';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { loadRuntime, type Runtime } from './runtime/index.ts';
+import { memoryBudget } from './runtime/memory-budget.ts';
 import { createAdapterServing } from './server/adapter-serving.ts';
 import { createApp } from './server/app.ts';
 import { createMetricsApp } from './server/metrics-app.ts';
@@ -155,6 +156,14 @@ loading
         ? 'prompts longer than the context allows are refused from their length, before tokenizing'
         : 'no characters-per-token bound for this tokenizer: prompts are checked only after tokenizing',
     );
+    const budget = memoryBudget({
+      ...model,
+      maxBatch: config.maxBatch,
+      maxQueue: config.maxQueue,
+      maxCombinedRank: config.maxCombinedRank,
+      deltaLayerDims: runtime.deltaLayers,
+    });
+    logger.info({ budgetBytes: budget, cacheBytes: config.cacheBytes }, 'memory bounds besides weights and the adapter cache (runtime/memory-budget.ts)');
     let edits: EditService | undefined;
     if (config.edits === 'auto') {
       try {
