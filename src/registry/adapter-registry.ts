@@ -1,7 +1,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { checkAdapter, loadAdapter, type LoadedAdapter } from '../adapters/index.ts';
+import type { LoadedAdapter } from '../adapters/index.ts';
+import { misfit, timedLoad } from './adapter-scan.ts';
 import type { AdapterEntry, RegistryOptions, RegistryStats, WeightedId } from './registry-types.ts';
 import { notFound, PatchbayError } from '../errors.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
@@ -19,8 +20,6 @@ export { deltaDisabled } from './errors.ts';
 export type { AdapterEntry, HitEvent, LoadEvent, MergeEvent, RegistryOptions, RegistryStats, WeightedId } from './registry-types.ts';
 
 export const DEFAULT_FAILURE_TTL_MS = 10_000;
-/** Check failures that mean "made for another base", as opposed to a damaged or unsupported file. */
-const MISFIT_CODES = new Set(['adapter_base_mismatch', 'adapter_shape_mismatch', 'adapter_not_attachable']);
 /** A cache key as spans, logs and metrics show it: without the internal `#generation` suffixes. */
 const shown = (key: string) => key.replace(/#\d+/g, '');
 /** A lookup whose sources keep changing under it is retried this often before a 409. */
@@ -76,10 +75,7 @@ export class AdapterRegistry {
         const found = this.discover(name);
         if (!found) continue;
         if (target) {
-          const why = await checkAdapter(found.path, target, found.id).then(
-            () => undefined,
-            (err: unknown) => (err instanceof PatchbayError && MISFIT_CODES.has(err.code) ? err.message : undefined),
-          );
+          const why = await misfit(found.path, target, found.id);
           if (why !== undefined) {
             this.unfit.set(found.id, why);
             continue;
@@ -423,18 +419,9 @@ export class AdapterRegistry {
     return entry;
   }
 
-  private async load(id: string, dir: string, param: string): Promise<LoadedAdapter> {
-    const target = this.opts.target;
-    if (!target) throw deltaDisabled(param);
-    const started = performance.now();
-    const seconds = () => (performance.now() - started) / 1000;
-    try {
-      const loaded = await (this.opts.loader ?? loadAdapter)(dir, target, id);
-      this.opts.onLoad?.({ id, seconds: seconds(), kind: loaded.kind, rank: loaded.rank, bytes: loaded.bytes });
-      return loaded;
-    } catch (err) {
-      this.opts.onLoad?.({ id, seconds: seconds(), error: err });
-      throw forRequest(err, param, id, dir);
-    }
+  private load(id: string, dir: string, param: string): Promise<LoadedAdapter> {
+    if (!this.opts.target) throw deltaDisabled(param);
+    return timedLoad(this.opts, this.opts.target, id, dir, param);
   }
+
 }
