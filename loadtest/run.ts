@@ -3,12 +3,14 @@
  * against a gateway it starts on a free loopback port (or against --url), prints a summary and exits non-zero
  * when a threshold fails. The same scenario files drive loadtest/k6/scenario.ts for operators who have k6.
  */
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { startServer, type ServerProcess } from '../bench/lib/server-process.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { copyAdapters } from './lib/adapter-copies.ts';
 import { AdminClient, startDuring } from './lib/admin.ts';
 import { answerText, ConsistencyCheck } from './lib/consistency.ts';
@@ -98,17 +100,20 @@ async function main(): Promise<void> {
 
   let server: ServerProcess | undefined;
   let adapterIds: string[] = [];
-  let cleanup = async (): Promise<void> => {};
+  const cleanups: Array<() => Promise<void>> = [];
   const adminToken = process.env['PATCHBAY_ADMIN_TOKEN'] ?? randomBytes(16).toString('hex');
   try {
     let url = values.url;
     if (!url) {
-      const env: Record<string, string> = { ...scenario.server.env, PATCHBAY_ADMIN_TOKEN: adminToken };
+      // A fresh data directory: merges and edits of an earlier run must not leak into this one.
+      const dataDir = await mkdtemp(join(tmpdir(), 'patchbay-load-data-'));
+      cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+      const env: Record<string, string> = { PATCHBAY_DATA_DIR: dataDir, ...scenario.server.env, PATCHBAY_ADMIN_TOKEN: adminToken };
       if (scenario.adapterCopies) {
         const copies = await copyAdapters(scenario.adapterCopies);
         env['PATCHBAY_ADAPTER_DIR'] = copies.dir;
         adapterIds = copies.ids;
-        cleanup = copies.remove;
+        cleanups.push(copies.remove);
       }
       server = await startServer(env);
       url = server.url;
@@ -143,7 +148,7 @@ async function main(): Promise<void> {
     process.exitCode = failures.length === 0 ? 0 : 1;
   } finally {
     await server?.stop();
-    await cleanup();
+    for (const cleanup of cleanups) await cleanup();
   }
 }
 
