@@ -30,6 +30,8 @@ export interface ProbeResult {
   inputs: Map<string, Float32Array>;
   /** Residual stream after the top edited block, [length, d_model]. */
   hidden: Float32Array;
+  /** Logits at every position, [length, vocab], when the probe was created with `logits: true` (evaluation). */
+  logits?: Float32Array;
 }
 
 export class KeyProbe {
@@ -39,13 +41,14 @@ export class KeyProbe {
     private readonly hiddenTensor: string,
     readonly dModel: number,
     private readonly shape: KvShape,
+    private readonly withLogits: boolean,
   ) {}
 
   /**
    * `layerNames` in any order; the top one is the last in graph order. Throws EditError('unknown_layer') for
    * a name that is not a linear layer with a float weight.
    */
-  static async create(onnxBytes: Uint8Array, layerNames: readonly string[], shape: KvShape, device: Device, threads?: number): Promise<KeyProbe> {
+  static async create(onnxBytes: Uint8Array, layerNames: readonly string[], shape: KvShape, device: Device, threads?: number, opts: { logits?: boolean } = {}): Promise<KeyProbe> {
     const model = decodeModel(onnxBytes);
     const graph = model.graph!;
     const linear = findLinearLayers(model);
@@ -66,10 +69,11 @@ export class KeyProbe {
     graph.output = [
       ...layers.map((l) => tensorValueInfo(l.inputTensor, FLOAT, [])),
       tensorValueInfo(hiddenTensor, FLOAT, []),
+      ...(opts.logits ? [tensorValueInfo('logits', FLOAT, [])] : []),
     ].map((vi) => ({ name: vi.name, type: { tensorType: { elemType: FLOAT } } }));
     const dModel = top.dOut;
     const session = await createSession(encodeModel(model), { device, ...(threads ? { threads } : {}) });
-    return new KeyProbe(session, layers, hiddenTensor, dModel, shape);
+    return new KeyProbe(session, layers, hiddenTensor, dModel, shape, opts.logits === true);
   }
 
   /** Runs one unpadded sequence with the edited layers' current weights (initializer name → float32). */
@@ -84,9 +88,9 @@ export class KeyProbe {
       feeds[name] = new Tensor('float32', new Float32Array(0), [1, this.shape.numKvHeads, 0, this.shape.headDim]);
     }
     for (const l of this.layers) feeds[l.initializer] = new Tensor('float32', weights.get(l.initializer)!, [l.dK, l.dV]);
-    const out = await this.session.run(feeds, [...this.layers.map((l) => l.inputTensor), this.hiddenTensor]);
+    const out = await this.session.run(feeds, [...this.layers.map((l) => l.inputTensor), this.hiddenTensor, ...(this.withLogits ? ['logits'] : [])]);
     const inputs = new Map(this.layers.map((l) => [l.name, out[l.inputTensor]!.data as Float32Array]));
-    return { length: t, inputs, hidden: out[this.hiddenTensor]!.data as Float32Array };
+    return { length: t, inputs, hidden: out[this.hiddenTensor]!.data as Float32Array, ...(this.withLogits ? { logits: out['logits']!.data as Float32Array } : {}) };
   }
 
   async release(): Promise<void> {
