@@ -135,11 +135,11 @@ if (!skip.has('serve')) {
   const [during, edits] = await Promise.all([load(seconds * 1000), editStream(seconds * 1000)]);
   const alone2 = await load(seconds * 1000);
   const alone = (alone1 + alone2) / 2;
-  const status = (await (await fetch(`${server.url}/admin/edits`, { headers: { authorization: 'Bearer bench' } })).json()) as { stats: { publishes: number; last_publish: { buildMs: number } } };
+  const status = (await (await fetch(`${server.url}/admin/edits`, { headers: { authorization: 'Bearer bench' } })).json()) as { stats: { publishes: number; last_publish: { buildMs: number } | null } };
   console.log('2. serving (4 closed-loop clients, greedy, 32 tokens each) with and without an NDJSON edit stream');
   console.log(`   alone ${alone1.toFixed(1)} and ${alone2.toFixed(1)} tokens/s; during the stream ${during.toFixed(1)} tokens/s (${((1 - during / alone) * 100).toFixed(0)} % slower)`);
   console.log(`   edits: ${edits.edits} in the window = ${edits.perSecond.toFixed(2)} edits/s; ack (compute + fsync) median ${median(edits.ackMs).toFixed(0)} ms (${range(edits.ackMs)})`);
-  console.log(`   publishes: ${status.stats.publishes} versions for ${edits.edits} edits (coalesced); ack → visible median ${median(edits.visible).toFixed(0)} ms (${range(edits.visible)}); last version build ${status.stats.last_publish.buildMs.toFixed(0)} ms\n`);
+  console.log(`   publishes: ${status.stats.publishes} versions for ${edits.edits} edits (coalesced); ack → visible median ${median(edits.visible).toFixed(0)} ms (${range(edits.visible)}); last version build ${status.stats.last_publish?.buildMs.toFixed(0) ?? "–"} ms\n`);
   await server.stop();
   rmSync(data, { recursive: true, force: true });
 }
