@@ -144,6 +144,7 @@ loading
       ...(config.adapterRoots ? { adapterRoots: config.adapterRoots } : {}),
       failureTtlMs: config.adapterFailureTtlMs,
       dataDir: config.dataDir,
+      baseOnnxPath: model.onnxPath,
       cacheBytes: config.cacheBytes,
       metrics,
       logger,
@@ -212,6 +213,7 @@ function shutdown(signal: NodeJS.Signals): Promise<void> {
     tenancy.store?.close();
     state.serving?.adapters?.close();
     await state.serving?.edits?.close();
+    await state.serving?.generators?.close();
     await runtime.close();
     // Last, so the spans of the drain itself are exported too.
     await tracing.shutdown();

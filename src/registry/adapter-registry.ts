@@ -54,6 +54,11 @@ export class AdapterRegistry {
     this.failures = new FailureCache(opts.failureTtlMs ?? DEFAULT_FAILURE_TTL_MS, opts.now);
   }
 
+  /** The byte-bounded cache, shared with the generator registry: generated factors count against the same budget. */
+  get residentCache(): ResidentCache {
+    return this.cache;
+  }
+
   /** False when the server runs without delta branches: every load is refused. */
   get enabled(): boolean {
     return this.opts.target !== undefined;
@@ -402,7 +407,7 @@ export class AdapterRegistry {
   }
 
   private isReserved(id: string): boolean {
-    return this.opts.reserved?.includes(id) ?? false;
+    return (this.opts.reserved?.includes(id) ?? false) || (this.opts.isTaken?.(id) ?? false);
   }
 
   private discover(id: string): AdapterEntry | undefined {
@@ -411,7 +416,7 @@ export class AdapterRegistry {
     const known = this.discovered.get(id);
     if (known) return known;
     const path = join(dir, id);
-    if (!existsSync(path) || !statSync(path).isDirectory()) return undefined;
+    if (!existsSync(path) || !statSync(path).isDirectory() || this.opts.isForeign?.(path)) return undefined;
     // Robustness patches share the directory but are not adapters (src/patches/, GET /admin/patches).
     if (isPatchDir(path)) return undefined;
     const entry: AdapterEntry = { id, path, source: 'directory', created: unixSeconds(), generation: ++this.generation, pinned: false };

@@ -76,6 +76,10 @@ export interface RegistryOptions {
   target: AttachTarget | undefined;
   /** Ids that may never name an adapter (the base model's). */
   reserved?: readonly string[];
+  /** Ids taken by something else that `model` can name (generators): registering one is a 409. */
+  isTaken?: (id: string) => boolean;
+  /** Sub-directories of the adapter dir that another registry owns (generator directories): never adapters. */
+  isForeign?: (path: string) => boolean;
   onEvict?: (key: string, bytes: number, reason: 'evict' | 'delete') => void;
   onLoad?: (event: LoadEvent) => void;
   onMerge?: (event: MergeEvent) => void;

@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { LoadEvent, MergeEvent, RegistryStats } from '../registry/adapter-registry.ts';
+import type { GenerateEvent } from '../registry/generator-registry.ts';
 
 type StatKey = keyof RegistryStats;
 
@@ -14,6 +15,8 @@ export class AdapterMetrics {
   readonly loadSeconds: Histogram<'kind' | 'outcome'>;
   readonly mergeSeconds: Histogram<'type'>;
   readonly requests: Counter<'kind' | 'adapter'>;
+  readonly generations: Counter<'generator' | 'cache'>;
+  readonly generateSeconds: Histogram<'cache'>;
 
   constructor(registry: Registry) {
     this.loadSeconds = new Histogram({
@@ -34,6 +37,20 @@ export class AdapterMetrics {
       name: 'patchbay_adapter_requests_total',
       help: 'Generations by what served them: kind base / lora / s2ft / combination, adapter = the model id.',
       labelNames: ['kind', 'adapter'] as const,
+      registers: [registry],
+    });
+
+    this.generations = new Counter({
+      name: 'patchbay_generator_generations_total',
+      help: 'Generated-factor lookups by generator: cache = miss (the generator ran), hit (cached factors), error (refused condition or output).',
+      labelNames: ['generator', 'cache'] as const,
+      registers: [registry],
+    });
+    this.generateSeconds = new Histogram({
+      name: 'patchbay_generator_generate_duration_seconds',
+      help: 'Time to obtain a request\'s generated factors: condition embedding + generator run + compile (miss), or the cache lookup (hit).',
+      labelNames: ['cache'] as const,
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers: [registry],
     });
 
@@ -77,6 +94,12 @@ export class AdapterMetrics {
 
   recordLoad(event: LoadEvent): void {
     this.loadSeconds.observe({ kind: event.kind ?? 'unknown', outcome: event.error ? 'error' : 'ok' }, event.seconds);
+  }
+
+  recordGenerate(event: GenerateEvent): void {
+    const cache = event.error ? 'error' : event.hit ? 'hit' : 'miss';
+    this.generations.inc({ generator: event.id, cache });
+    this.generateSeconds.observe({ cache }, event.seconds);
   }
 
   recordMerge(event: MergeEvent): void {

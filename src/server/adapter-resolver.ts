@@ -5,6 +5,8 @@
  */
 import { badRequest } from '../errors.ts';
 import { deltaDisabled, type AdapterEntry, type AdapterRegistry, type WeightedId } from '../registry/adapter-registry.ts';
+import type { GeneratorRegistry } from '../registry/generator-registry.ts';
+import { generatorCard, resolveGenerated, wantsGenerator } from './generator-resolver.ts';
 import {
   adapterNotFound,
   baseCard,
@@ -25,6 +27,8 @@ export interface AdapterResolverOptions extends BaseResolverOptions {
   registry: AdapterRegistry;
   /** Serves the request field `patches` (dense per-request factors, see patches/patch-manager.ts). */
   patches?: PatchManager;
+  /** Generators (HY-WU): `model` names one and `condition` selects its factors. */
+  generators?: GeneratorRegistry;
 }
 
 /**
@@ -35,25 +39,27 @@ const release = () => {};
 
 export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolver {
   const base = baseCard(opts);
-  const { registry } = opts;
+  const { registry, generators } = opts;
+  const generatorCards = () => (generators?.enabled ? generators.list().map((e) => generatorCard(base, e)) : []);
   // `root` is the id, not the server path vLLM shows: /v1/models is public, paths are for /admin/adapters.
   const card = (e: AdapterEntry): ModelCard => ({ ...base, id: e.id, created: e.created, root: e.id, parent: base.id });
 
   return {
     list() {
       // A server without delta branches cannot serve adapters, so it does not advertise them.
-      return [{ ...base }, ...(registry.enabled ? registry.list().map(card) : [])];
+      return [{ ...base }, ...(registry.enabled ? registry.list().map(card) : []), ...generatorCards()];
     },
 
     get(id) {
       if (id === base.id) return { ...base };
       const entry = registry.enabled ? registry.get(id) : undefined;
-      return entry && card(entry);
+      const generator = generators?.enabled ? generators.get(id) : undefined;
+      return entry ? card(entry) : generator && generatorCard(base, generator);
     },
 
     async resolve(req: AttachFields, signal?: AbortSignal): Promise<Resolution> {
-      if (req.condition != null) throw notAvailable('condition');
       if (req.patches != null && !opts.patches) throw notAvailable('patches');
+      if (wantsGenerator(req, generators)) return resolveGenerated(req, base.id, generators, registry, signal);
       const parts: WeightedId[] = [];
       const named = req.model === base.id ? undefined : registry.get(req.model);
       if (req.model !== base.id) {

@@ -16,6 +16,7 @@ import { adminAdapterRoutes } from './routes/admin-adapters.ts';
 import { adminPatchRoutes } from './routes/admin-patches.ts';
 import { adminMergeRoutes } from './routes/admin-merges.ts';
 import { adminEditRoutes } from './routes/admin-edits.ts';
+import { adminGeneratorRoutes } from './routes/admin-generators.ts';
 import { chatRoute } from './routes/chat.ts';
 import { completionsRoute } from './routes/completions.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -69,6 +70,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   adminPatchRoutes(app, deps.state);
   adminMergeRoutes(app, deps.state);
   adminEditRoutes(app, deps.state);
+  adminGeneratorRoutes(app, deps.state);
 
   app.onError(onError);
   app.notFound(notFoundHandler);

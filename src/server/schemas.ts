@@ -39,8 +39,9 @@ const extensions = {
     .min(1)
     .max(16)
     .nullish(),
+  /** A generator's condition: a vector (its length is checked against the generator's) or a string it embeds. */
   condition: z
-    .union([z.array(z.number().finite()).min(1), z.string().min(1)], {
+    .union([z.array(z.number().finite()).min(1).max(65_536), z.string().min(1).max(4096)], {
       error: 'condition must be a non-empty array of numbers or a non-empty string',
     })
     .nullish(),

@@ -6,6 +6,7 @@ import { PatchbayError } from '../errors.ts';
 import type { PatchManager } from '../patches/patch-manager.ts';
 import type { EditService } from '../edits/edit-service.ts';
 import type { AdapterRegistry } from '../registry/adapter-registry.ts';
+import type { GeneratorRegistry } from '../registry/generator-registry.ts';
 import type { ServingRuntime } from './contract.ts';
 import type { ModelResolver } from './resolver.ts';
 
@@ -20,6 +21,8 @@ export interface Serving {
   patches?: PatchManager;
   /** Knowledge edits; absent when the model ships no key statistics or edits are off. */
   edits?: EditService;
+  /** Backs the admin generator routes; absent without an adapter registry. */
+  generators?: GeneratorRegistry;
 }
 
 export class ServingState {

@@ -8,6 +8,7 @@
  */
 import { trace, type Attributes } from '@opentelemetry/api';
 import type { HitEvent, LoadEvent, MergeEvent } from '../registry/adapter-registry.ts';
+import type { GenerateEvent } from '../registry/generator-registry.ts';
 import { EVENT, PATCHBAY, SPAN } from './attributes.ts';
 import { recordError } from './span-error.ts';
 import { tracer } from './tracing.ts';
@@ -37,6 +38,19 @@ export function traceMerge(e: MergeEvent): void {
     [PATCHBAY.adapterBytes]: e.bytes,
     [PATCHBAY.cacheHit]: false,
   });
+}
+
+/** Every generated-factor lookup is a span, hits included (`patchbay.cache.hit` tells them apart). */
+export function traceGenerate(e: GenerateEvent): void {
+  const attributes: Attributes = {
+    [PATCHBAY.generatorId]: e.id,
+    [PATCHBAY.conditionHash]: e.hash,
+    [PATCHBAY.cacheHit]: e.hit,
+    [PATCHBAY.generateSeconds]: e.seconds,
+  };
+  if (e.rank !== undefined) attributes[PATCHBAY.adapterRank] = e.rank;
+  if (e.bytes !== undefined) attributes[PATCHBAY.adapterBytes] = e.bytes;
+  finished(SPAN.adapterGenerate, e.seconds, attributes, e.error);
 }
 
 export function traceEvict(key: string, bytes: number, reason: 'evict' | 'delete'): void {

@@ -9,6 +9,7 @@ export const SPAN = {
   adapterLoad: 'adapter.load',
   adapterMerge: 'adapter.merge',
   adapterEvict: 'adapter.evict',
+  adapterGenerate: 'adapter.generate',
   queue: 'generation.queue',
   prefill: 'generation.prefill',
   decode: 'generation.decode',
@@ -56,6 +57,10 @@ export const PATCHBAY = {
   cacheType: 'patchbay.cache.type',
   /** `evict` (over PATCHBAY_CACHE_BYTES) or `delete` (unregistered, or the registry closed). */
   evictReason: 'patchbay.evict.reason',
+  /** adapter.generate: the generator id, the condition's hash (its cache identity) and the lookup's seconds. */
+  generatorId: 'patchbay.generator.id',
+  conditionHash: 'patchbay.condition.hash',
+  generateSeconds: 'patchbay.generate.seconds',
   baseVersion: 'patchbay.base.version',
   /** base.swap: the version switched from / to, which source published, what it changed and took. */
   baseFrom: 'patchbay.base.from',

@@ -2,6 +2,7 @@
 import { tmpdir } from 'node:os';
 import type { Hono } from 'hono';
 import type { AdapterRegistry } from '../../src/registry/adapter-registry.ts';
+import type { GeneratorRegistry } from '../../src/registry/generator-registry.ts';
 import { loadRuntime, type Runtime } from '../../src/runtime/index.ts';
 import type { DeltaSelection } from '../../src/runtime/graph/index.ts';
 import { createAdapterServing } from '../../src/server/adapter-serving.ts';
@@ -18,6 +19,7 @@ export interface AdapterServer {
   metrics: ServerMetrics;
   runtime: Runtime;
   registry: AdapterRegistry;
+  generators: GeneratorRegistry;
   /** Another app on the same state, built without an admin token. */
   appWithoutToken: Hono<AppEnv>;
   close(): Promise<void>;
@@ -58,6 +60,7 @@ export async function startAdapterServer(opts: AdapterServerOptions): Promise<Ad
     adapterRoots: opts.adapterRoots ?? [tmpdir()],
     ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
     ...(opts.failureTtlMs !== undefined ? { failureTtlMs: opts.failureTtlMs } : {}),
+    baseOnnxPath: runtime.model.onnxPath,
     cacheBytes: opts.cacheBytes ?? 64 << 20,
     metrics,
     logger,
@@ -71,9 +74,11 @@ export async function startAdapterServer(opts: AdapterServerOptions): Promise<Ad
     metrics,
     runtime,
     registry: serving.adapters,
+    generators: serving.generators,
     appWithoutToken,
     async close() {
       serving.adapters.close();
+      await serving.generators.close();
       await runtime.close();
     },
   };
