@@ -9,6 +9,7 @@ import { attachTarget, type AttachTarget } from '../../src/adapters/index.ts';
 import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
 import { addDeltaBranches, type DeltaLayer } from '../../src/runtime/graph/index.ts';
 import { decodeModel, valueInfoDims } from '../../src/runtime/graph/onnx.ts';
+import { argmax } from '../../src/runtime/sampler.ts';
 import type { DeltaBinding } from '../../src/runtime/types.ts';
 
 export interface DeltaBase {
@@ -55,4 +56,14 @@ export async function forward(b: DeltaBase, ids: number[][], rows: (DeltaBinding
   const out = await b.session.run(feeds);
   const logits = out.logits!;
   return { data: logits.data as Float32Array, seq, vocab: logits.dims[2]! };
+}
+
+/** `n` greedy tokens, re-running the whole sequence each step (no cache: the references' own method). */
+export async function greedyTokens(b: DeltaBase, prompt: number[], delta: DeltaBinding | undefined, n: number): Promise<number[]> {
+  const seq = [...prompt];
+  for (let i = 0; i < n; i++) {
+    const { data, vocab } = await forward(b, [seq], [delta]);
+    seq.push(argmax(data.subarray(data.length - vocab)));
+  }
+  return seq.slice(prompt.length);
 }
