@@ -4,7 +4,7 @@
  * rows with different conditions, generators and adapters share one batch.
  */
 import { badRequest } from '../errors.ts';
-import type { AdapterRegistry } from '../registry/adapter-registry.ts';
+import { deltaDisabled, type AdapterRegistry } from '../registry/adapter-registry.ts';
 import type { GeneratorEntry, GeneratorRegistry } from '../registry/generator-registry.ts';
 import { untilAborted } from './cancellable.ts';
 import { modelNotFound, type ModelCard, type Resolution } from './resolver.ts';
@@ -18,7 +18,7 @@ export function generatorCard(base: ModelCard, e: GeneratorEntry): ModelCard {
 
 /** Whether this request is for a generator (it names one, or carries a condition): then resolveGenerated. */
 export function wantsGenerator(req: AttachFields, generators: GeneratorRegistry | undefined): boolean {
-  return req.condition != null || (generators?.enabled === true && generators.has(req.model));
+  return req.condition != null || generators?.has(req.model) === true;
 }
 
 export async function resolveGenerated(
@@ -28,7 +28,8 @@ export async function resolveGenerated(
   adapters: AdapterRegistry,
   signal?: AbortSignal,
 ): Promise<Resolution> {
-  const entry = generators?.enabled ? generators.get(req.model) : undefined;
+  const entry = generators?.get(req.model);
+  if (entry && !generators?.enabled) throw deltaDisabled('model');
   if (!entry || !generators) {
     if (req.model === baseId) {
       throw badRequest(`'condition' is for generators: '${baseId}' is the base model; name a generator in 'model' (see GET /v1/models)`, 'condition', 'not_a_generator');
