@@ -86,7 +86,7 @@ test('concurrent requests mixing conditions, the base and an adapter each get th
   ];
   // Every fixture prompt, so that the conditions' rows really differ somewhere (a row mix-up would show).
   const bodies = fx.cases[0]!.prompts.flatMap((p) => rows.map((r) => ({ ...r, prompt: p.text })));
-  const solo = [];
+  const solo: string[] = [];
   for (const b of bodies) solo.push(await text(b));
   const byCondition = (i: number) => solo.filter((_, k) => k % rows.length === i).join('|');
   assert.notEqual(byCondition(0), byCondition(1), 'two conditions, two texts');
