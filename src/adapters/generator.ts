@@ -51,7 +51,20 @@ export const generatorKind = {
     return (await stat(join(dir, GENERATOR_MANIFEST)).catch(() => undefined))?.isFile() === true;
   },
   load: loadGenerator,
+  /**
+   * What `load` checks before opening the ONNX file: the manifest, the base identity and that every target
+   * is an attachable layer of this base. Cheap enough to run on every generator directory at startup.
+   */
+  async check(dir: string, target: AttachTarget, id: string): Promise<GeneratorManifest> {
+    const manifest = await readGeneratorManifest(dir, id);
+    asGenerator(id, () => checkBaseModel(id, manifest.base_model, target));
+    asGenerator(id, () => resolveModules(id, manifest.targets, target));
+    return manifest;
+  },
 };
+
+/** Check failures that mean "made for another base", as opposed to a damaged file. */
+export const GENERATOR_MISFIT_CODES: ReadonlySet<string> = new Set(['generator_base_mismatch', 'generator_not_attachable', 'generator_shape_mismatch']);
 
 export function invalidGenerator(id: string, message: string, code = 'invalid_generator'): PatchbayError {
   return badRequest(`generator ${id}: ${message}`, 'generator', code);
@@ -68,8 +81,7 @@ function asGenerator<T>(id: string, fn: () => T): T {
 }
 
 async function loadGenerator(dir: string, target: AttachTarget, id: string, ctx: GeneratorContext = {}): Promise<LoadedGenerator> {
-  const manifest = await readGeneratorManifest(dir, id);
-  asGenerator(id, () => checkBaseModel(id, manifest.base_model, target));
+  const manifest = await generatorKind.check(dir, target, id);
   const layers = asGenerator(id, () => resolveModules(id, manifest.targets, target));
   const projection = manifest.string_condition?.projection ? await readProjection(dir, id, manifest) : undefined;
   if (manifest.string_condition && ctx.strings) {

@@ -8,7 +8,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { generatorKind, type GeneratorContext, type LoadedGenerator } from '../adapters/generator.ts';
+import { GENERATOR_MISFIT_CODES, generatorKind, type GeneratorContext, type LoadedGenerator } from '../adapters/generator.ts';
 import { conditionHash } from '../adapters/generator-condition.ts';
 import { readGeneratorManifest, type GeneratorManifest } from '../adapters/generator-manifest.ts';
 import type { AttachTarget } from '../adapters/index.ts';
@@ -69,6 +69,8 @@ export class GeneratorRegistry {
   private readonly entries = new Map<AdapterId, GeneratorEntry & { serial: number }>();
   private readonly loaded = new Map<string, Promise<LoadedGenerator>>();
   private readonly registering = new Set<string>();
+  /** Generator directories made for another base: id → why. Not listed; asking for one answers why. */
+  private readonly unfit = new Map<string, string>();
   private serial = 0;
 
   constructor(private readonly opts: GeneratorRegistryOptions) {}
@@ -77,7 +79,11 @@ export class GeneratorRegistry {
     return this.opts.target !== undefined;
   }
 
-  /** Records every generator directory under the adapter dir (manifest read, ONNX not loaded). */
+  /**
+   * Records every generator directory under the adapter dir that fits the served base (manifest, base identity
+   * and targets checked; the ONNX file is not opened). One with an unreadable manifest stays listed and fails
+   * where it is used.
+   */
   async scan(): Promise<GeneratorEntry[]> {
     const dir = this.opts.adapterDir;
     if (dir && existsSync(dir)) {
@@ -85,11 +91,31 @@ export class GeneratorRegistry {
         const path = join(dir, name);
         if (!isAdapterId(name) || this.entries.has(name) || this.opts.reserved?.includes(name)) continue;
         if (!statSync(path).isDirectory() || !(await generatorKind.detect(path))) continue;
+        const target = this.opts.target;
+        const misfit = target
+          ? await generatorKind.check(path, target, name).then(
+              () => undefined,
+              (err: unknown) => (err instanceof PatchbayError && GENERATOR_MISFIT_CODES.has(err.code) ? err.message : undefined),
+            )
+          : undefined;
+        if (misfit !== undefined) {
+          this.unfit.set(name, misfit);
+          continue;
+        }
         const manifest = await readGeneratorManifest(path, name).catch(() => undefined);
         this.entries.set(name, { id: name, path, source: 'directory', created: unixSeconds(), serial: ++this.serial, ...(manifest ? { manifest } : {}) });
       }
     }
     return this.list();
+  }
+
+  /** Why a generator directory was left out at scan (made for another base), if it was. */
+  unfitReason(id: string): string | undefined {
+    return this.entries.has(id as AdapterId) ? undefined : this.unfit.get(id);
+  }
+
+  unfitGenerators(): { id: string; reason: string }[] {
+    return [...this.unfit].map(([id, reason]) => ({ id, reason }));
   }
 
   list(): GeneratorEntry[] {

@@ -113,6 +113,7 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
     if (skipped.length > 0) log.warn({ skipped }, 'named merges whose id is now an adapter or invalid were not restored');
   }
   const foundGenerators = await generators.scan();
+  for (const { id, reason } of generators.unfitGenerators()) log.warn({ generator: id, reason }, 'generator directory does not fit this base model; not offered');
   opts.metrics.adapters.watch(() => registry.stats());
   log.info({ adapterDir: opts.adapterDir, adapters: found.length, generators: foundGenerators.length, deltaTargets: target?.selection ?? 'none' }, 'adapter registry ready');
   const patches = opts.runtime.versions

@@ -18,7 +18,7 @@ export function generatorCard(base: ModelCard, e: GeneratorEntry): ModelCard {
 
 /** Whether this request is for a generator (it names one, or carries a condition): then resolveGenerated. */
 export function wantsGenerator(req: AttachFields, generators: GeneratorRegistry | undefined): boolean {
-  return req.condition != null || generators?.has(req.model) === true;
+  return req.condition != null || generators?.has(req.model) === true || generators?.unfitReason(req.model) !== undefined;
 }
 
 export async function resolveGenerated(
@@ -28,6 +28,8 @@ export async function resolveGenerated(
   adapters: AdapterRegistry,
   signal?: AbortSignal,
 ): Promise<Resolution> {
+  const misfit = generators?.unfitReason(req.model);
+  if (misfit !== undefined) throw badRequest(misfit, 'model', 'generator_base_mismatch');
   const entry = generators?.get(req.model);
   if (entry && !generators?.enabled) throw deltaDisabled('model');
   if (!entry || !generators) {

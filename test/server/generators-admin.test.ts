@@ -87,8 +87,14 @@ test('refused registrations are 4xx naming the problem and change nothing', asyn
 });
 
 test('a server on another base refuses the generator: its modules are not that base\'s layers', async () => {
-  const llama = await startAdapterServer({ model: 'tiny-llama', adapterDir: await tempDir(), adminToken: TOKEN });
+  const llamaDir = await tempDir();
+  await cp(SHIPPED, path.join(llamaDir, 'speaker'), { recursive: true });
+  const llama = await startAdapterServer({ model: 'tiny-llama', adapterDir: llamaDir, adminToken: TOKEN });
   try {
+    // In its adapter dir: not listed, and asking for it says why.
+    const listed = (await (await request(llama.app, 'GET', '/admin/generators', undefined, TOKEN)).json()) as { data: unknown[] };
+    assert.deepEqual(listed.data, []);
+    await expectError(await request(llama.app, 'POST', '/v1/completions', { model: 'speaker', condition: 'FALSTAFF', prompt: 'x' }), 400, 'generator_base_mismatch', /trained on base model tiny-gpt2/);
     const manifest = JSON.parse(await readFile(path.join(copy, 'generator.json'), 'utf8')) as Record<string, unknown>;
     const renamed = path.join(await tempDir(), 'renamed');
     await cp(copy, renamed, { recursive: true });
