@@ -76,6 +76,18 @@ test('served greedy text equals PyTorch greedy for every fixture condition (stri
   }
 });
 
+test('chat completions and streams take a condition too', async () => {
+  const condition = fx.cases[0]!.condition;
+  const chat = await request(s.app, 'POST', '/v1/chat/completions', { model: GEN, condition, messages: [{ role: 'user', content: 'Speak.' }], max_tokens: 6, temperature: 0 });
+  const body = (await chat.json()) as { model: string } & Partial<ErrorBody>;
+  assert.equal(chat.status, 200, body.error?.message);
+  assert.equal(body.model, GEN);
+  const streamed = await completion({ model: GEN, condition, stream: true });
+  assert.equal(streamed.status, 200);
+  const textOf = (sse: string) => sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => (JSON.parse(l.slice(6)) as { choices: { text: string }[] }).choices[0]?.text ?? '').join('');
+  assert.equal(textOf(await streamed.text()), await text({ model: GEN, condition }));
+});
+
 test('concurrent requests mixing conditions, the base and an adapter each get their solo answer', async () => {
   const rows = [
     { model: GEN, condition: fx.cases[0]!.condition },
