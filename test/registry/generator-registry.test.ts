@@ -4,6 +4,7 @@
  * and re-registration never serving the previous registration's factors.
  */
 import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { AttachTarget } from '../../src/adapters/index.ts';
@@ -30,7 +31,7 @@ after(removeTempDirs);
 
 function registry(maxBytes: number, events: GenerateEvent[] = []) {
   const cache = new ResidentCache({ maxBytes });
-  return { cache, reg: new GeneratorRegistry({ adapterDir: dir, target, cache, context: {}, onGenerate: (e) => events.push(e) }) };
+  return { cache, reg: new GeneratorRegistry({ adapterDir: dir, adapterRoots: [tmpdir()], target, cache, context: {}, onGenerate: (e) => events.push(e) }) };
 }
 
 test('scan finds generator directories without loading them; factors are cached per condition within the byte budget', async () => {

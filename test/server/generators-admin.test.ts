@@ -79,7 +79,9 @@ test('refused registrations are 4xx naming the problem and change nothing', asyn
   await expectError(await admin('POST', '/admin/generators', { id: 'tiny-gpt2', path: copy }), 409, 'generator_exists');
   await expectError(await admin('POST', '/admin/generators', { id: 'x', path: wrongBase }), 400, 'generator_base_mismatch', /trained on base model tiny-llama/);
   await expectError(await admin('POST', '/admin/generators', { id: 'x', path: empty }), 400, 'invalid_generator', /no generator\.json/);
-  await expectError(await admin('POST', '/admin/generators', { id: 'x', path: '/no/such/dir' }), 400, 'generator_path_not_found');
+  await expectError(await admin('POST', '/admin/generators', { id: 'x', path: '/no/such/dir' }), 400, 'adapter_path_not_found');
+  // Admin paths are confined to PATCHBAY_ADAPTER_ROOTS, as adapters' are.
+  await expectError(await admin('POST', '/admin/generators', { id: 'x', path: path.resolve('adapters/gen-speaker') }), 400, 'adapter_path_not_allowed', /PATCHBAY_ADAPTER_ROOTS/);
   await expectError(await admin('POST', '/admin/generators', { id: 'x', path: nanAtZero }), 400, 'invalid_generator', /NaN/);
   await expectError(await admin('POST', '/admin/generators', { id: '../x', path: copy }), 400, 'invalid_adapter_id');
   assert.deepEqual([await listIds(), await modelIds(), s.registry.stats().resident], before);
