@@ -95,13 +95,13 @@ test('a mixed batch gives each request what it gets alone', async () => {
   assert.deepEqual(together, [...alone, ...alone]);
 });
 
-test('unknown ids → 404 naming the field (models, adapters, patches); condition is still 400 not_available', async () => {
+test('unknown ids → 404 naming the field (models, adapters, patches); a condition for an adapter is 400 not_a_generator', async () => {
   await expectError(await completion('nope'), 404, 'model_not_found', 'model');
   await expectError(await completion('../comedy'), 404, 'model_not_found', 'model');
   await expectError(await completion(BASE, { adapters: [{ id: 'comedy' }, { id: 'nope', weight: 1 }] }), 404, 'adapter_not_found', 'adapters[1].id');
   await expectError(await completion(BASE, { adapters: [{ id: 'comedy', weight: 'x' }] }), 400, 'invalid_type', 'adapters[0].weight');
   await expectError(await completion(BASE, { patches: [{ id: 'p' }] }), 404, 'patch_not_found', 'patches[0].id');
-  await expectError(await completion('comedy', { condition: 'x' }), 400, 'not_available', 'condition');
+  await expectError(await completion('comedy', { condition: 'x' }), 400, 'not_a_generator', 'condition');
 });
 
 test('PATCHBAY_DELTA_TARGETS=none: adapters are refused with a clear 400 and not advertised', async () => {
