@@ -1,7 +1,7 @@
 /**
  * `npm run loadtest -- <scenario> [--duration <s>] [--url <gateway>]`: runs one scenario file with autocannon
  * against a gateway it starts on a free loopback port (or against --url), prints a summary and exits non-zero
- * when a threshold fails. The same scenario files drive loadtest/k6/scenario.ts for operators who have k6.
+ * when a threshold fails. The same scenario files drive loadtest/k6/scenario.js for operators who have k6.
  */
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
