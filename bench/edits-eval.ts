@@ -12,15 +12,14 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { decodeSafetensors } from '../src/adapters/safetensors.ts';
 import { EditComputer, type PromptEdit } from '../src/edits/compute.ts';
-import { EditState, type LayerSpec } from '../src/edits/edit-state.ts';
+import { EditState } from '../src/edits/edit-state.ts';
 import { Gpt2Upper } from '../src/edits/gpt2-upper.ts';
 import { KeyProbe } from '../src/edits/probe.ts';
 import { DEFAULT_EDIT_SETTINGS } from '../src/edits/settings.ts';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { HfTokenizer } from '../src/runtime/tokenizer.ts';
-import { InitializerTable } from '../src/runtime/versions/initializer-table.ts';
+import { editLayerSpecs } from './lib/edit-specs.ts';
 
 const { values: args } = parseArgs({
   options: { policy: { type: 'string', default: 'rls' }, edits: { type: 'string', default: '100' }, out: { type: 'string' }, heldout: { type: 'string', default: '2048' } },
@@ -57,15 +56,7 @@ const unrelatedIdx = facts.map((_, i) => i).filter((i) => !editedIdx.includes(i)
 const bytes = new Uint8Array(readFileSync('models/tiny-gpt2/onnx/model.onnx'));
 const model = await readModelInfo('models/tiny-gpt2');
 const tok = await HfTokenizer.load(model.dir);
-const table = InitializerTable.of(bytes);
-const stats = decodeSafetensors(new Uint8Array(readFileSync('models/tiny-gpt2/edit_stats.safetensors')));
-const layers = JSON.parse(stats.header.metadata['layers']!) as string[];
-const specs: LayerSpec[] = layers.map((name) => {
-  const w0 = table.read(`${name}.weight`);
-  const mom2 = stats.tensor(`${name}.mom2`).data as Float32Array;
-  const dK = Math.sqrt(mom2.length);
-  return { name, initializer: `${name}.weight`, dK, dV: w0.length / dK, w0, mom2 };
-});
+const { table, layers, specs } = editLayerSpecs(bytes);
 const probe = await KeyProbe.create(bytes, layers, model, 'cpu', 1, { logits: true });
 const top = Math.max(...layers.map((n) => Number(/\.h\.(\d+)\./.exec(n)![1])));
 const computer = new EditComputer(probe, new Gpt2Upper((n) => table.read(n), top + 1, model.numLayers, 256, model.numKvHeads, model.vocabSize), tok, DEFAULT_EDIT_SETTINGS, model.contextLength);

@@ -14,31 +14,22 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { decodeSafetensors } from '../src/adapters/safetensors.ts';
-import type { LayerEdit, LayerSpec } from '../src/edits/edit-state.ts';
+import type { LayerEdit } from '../src/edits/edit-state.ts';
 import { EditStore } from '../src/edits/edit-store.ts';
 import { BatchKv } from '../src/runtime/batch-kv.ts';
 import { Engine } from '../src/runtime/engine.ts';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { createSession } from '../src/runtime/session.ts';
-import { InitializerTable } from '../src/runtime/versions/initializer-table.ts';
 import { startServer } from './lib/server-process.ts';
 import { median } from './lib/stats.ts';
 import { weightFeeds, weightsAsInputs } from './lib/weights-as-inputs.ts';
+import { editLayerSpecs } from './lib/edit-specs.ts';
 
 const { values: args } = parseArgs({ options: { stream: { type: 'string', default: '10000' }, seconds: { type: 'string', default: '20' }, skip: { type: 'string', default: '' } } });
 const skip = new Set(args.skip!.split(','));
 const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
 const bytes = new Uint8Array(readFileSync('models/tiny-gpt2/onnx/model.onnx'));
-const table = InitializerTable.of(bytes);
-const stats = decodeSafetensors(new Uint8Array(readFileSync('models/tiny-gpt2/edit_stats.safetensors')));
-const layers = JSON.parse(stats.header.metadata['layers']!) as string[];
-const specs: LayerSpec[] = layers.map((name) => {
-  const w0 = table.read(`${name}.weight`);
-  const mom2 = stats.tensor(`${name}.mom2`).data as Float32Array;
-  const dK = Math.sqrt(mom2.length);
-  return { name, initializer: `${name}.weight`, dK, dV: w0.length / dK, w0, mom2 };
-});
+const { table, specs } = editLayerSpecs(bytes);
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;

@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { hashKey } from '../../src/server/tenants/keys-file.ts';
 import { REPO_ROOT } from './helpers.ts';
+import { freePort } from '../../bench/lib/server-process.ts';
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'patchbay-keys-'));
 const procs: ChildProcess[] = [];
@@ -19,15 +19,6 @@ after(() => {
   for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
   rmSync(scratch, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  const srv = createServer().listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const address = srv.address();
-  srv.close();
-  if (typeof address !== 'object' || !address) throw new Error('no port');
-  return address.port;
-}
 
 async function start(env: Record<string, string>): Promise<{ base: string; proc: ChildProcess; log: () => string }> {
   const port = await freePort();
