@@ -15,15 +15,18 @@ const TOKEN = 'gen-admin';
 const SHIPPED = 'adapters/gen-speaker';
 let s: AdapterServer;
 let dir: string;
+/** The server's only PATCHBAY_ADAPTER_ROOTS entry, so the confinement case holds wherever the checkout lives. */
+let roots: string;
 let copy: string;
 
 before(async () => {
   dir = await tempDir('patchbay-gen-admin-');
   // An adapter dir with one LoRA and no generator: generators arrive through the admin API.
   await cp('adapters/lora-comedy', path.join(dir, 'lora-comedy'), { recursive: true });
-  copy = path.join(await tempDir(), 'speaker');
+  roots = await tempDir('patchbay-gen-roots-');
+  copy = path.join(roots, 'speaker');
   await cp(SHIPPED, copy, { recursive: true });
-  s = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: dir, adminToken: TOKEN });
+  s = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: dir, adminToken: TOKEN, adapterRoots: [roots] });
 });
 after(async () => {
   await s?.close();
@@ -65,13 +68,15 @@ test('register → listed and served; unregister → gone (404), its factors dro
 test('refused registrations are 4xx naming the problem and change nothing', async () => {
   await admin('POST', '/admin/generators', { id: 'kept', path: copy });
   const before = [await listIds(), await modelIds(), s.registry.stats().resident];
-  const wrongBase = path.join(await tempDir(), 'wrong-base');
+  const wrongBase = path.join(roots, 'wrong-base');
   await cp(copy, wrongBase, { recursive: true });
   const manifest = JSON.parse(await readFile(path.join(wrongBase, 'generator.json'), 'utf8')) as Record<string, unknown>;
   await writeFile(path.join(wrongBase, 'generator.json'), JSON.stringify({ ...manifest, base_model: 'tiny-llama' }));
-  const empty = path.join(await tempDir(), 'empty');
+  const empty = path.join(roots, 'empty');
   await mkdir(empty);
-  const nanAtZero = await writeSyntheticGenerator(path.join(await tempDir(), 'nan'), (await realTarget('tiny-gpt2')), { modules: ['transformer.h.0.attn.c_attn'], rank: 2, conditionDim: 3, seed: 1, shift: -2 });
+  const outside = path.join(await tempDir(), 'speaker-outside');
+  await cp(SHIPPED, outside, { recursive: true });
+  const nanAtZero = await writeSyntheticGenerator(path.join(roots, 'nan'), (await realTarget('tiny-gpt2')), { modules: ['transformer.h.0.attn.c_attn'], rank: 2, conditionDim: 3, seed: 1, shift: -2 });
 
   await expectError(await admin('POST', '/admin/generators', { id: 'kept', path: copy }), 409, 'generator_exists');
   await expectError(await admin('POST', '/admin/generators', { id: 'lora-comedy', path: copy }), 409, 'generator_exists');
@@ -81,7 +86,7 @@ test('refused registrations are 4xx naming the problem and change nothing', asyn
   await expectError(await admin('POST', '/admin/generators', { id: 'x', path: empty }), 400, 'invalid_generator', /no generator\.json/);
   await expectError(await admin('POST', '/admin/generators', { id: 'x', path: '/no/such/dir' }), 400, 'adapter_path_not_found');
   // Admin paths are confined to PATCHBAY_ADAPTER_ROOTS, as adapters' are.
-  await expectError(await admin('POST', '/admin/generators', { id: 'x', path: path.resolve('adapters/gen-speaker') }), 400, 'adapter_path_not_allowed', /PATCHBAY_ADAPTER_ROOTS/);
+  await expectError(await admin('POST', '/admin/generators', { id: 'x', path: outside }), 400, 'adapter_path_not_allowed', /PATCHBAY_ADAPTER_ROOTS/);
   await expectError(await admin('POST', '/admin/generators', { id: 'x', path: nanAtZero }), 400, 'invalid_generator', /NaN/);
   await expectError(await admin('POST', '/admin/generators', { id: '../x', path: copy }), 400, 'invalid_adapter_id');
   assert.deepEqual([await listIds(), await modelIds(), s.registry.stats().resident], before);
