@@ -24,6 +24,10 @@ const { values: args } = parseArgs({
 const SECONDS = Number(args.seconds);
 const TRIALS = Number(args.trials);
 const WARMUP = Number(args.warmup);
+if (!(SECONDS > WARMUP)) {
+  console.error(`bench:registry: --seconds (${SECONDS}) must exceed --warmup (${WARMUP}): churn figures are taken after the warm-up`);
+  process.exit(2);
+}
 const N = 200;
 const CACHED = 20;
 const SPEC = { modules: ['c_attn'], rank: 16 };
