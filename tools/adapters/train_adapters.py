@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from corpus import find_wheel, parse_play  # noqa: E402
+from lm_training import train_lm  # noqa: E402
 
 CACHE = os.path.join(ROOT, "tools", ".cache")
 GPT2 = os.path.join(CACHE, "tiny-gpt2-hf")
@@ -57,20 +58,7 @@ def genre_ids(tok, genre):
 
 
 def train(model, params, ids, steps, lr, seed):
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    model.train()
-    t0, ema = time.time(), None
-    for step in range(steps):
-        starts = torch.randint(0, len(ids) - SEQ - 1, (BATCH,), generator=gen)
-        x = torch.stack([ids[s:s + SEQ] for s in starts])
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-    model.eval()
-    print(f"  {steps} steps, {time.time() - t0:.0f}s, loss(ema) {ema:.3f}", flush=True)
+    train_lm(model, params, ids, steps, lr, seed, seq=SEQ, batch=BATCH)
 
 
 def load_base(path):

@@ -16,14 +16,15 @@ import argparse
 import json
 import os
 import sys
-import time
-
 import torch
 from tokenizers import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from corruption import CORRUPTIONS  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from lm_training import train_lm  # noqa: E402
 
 CACHE = os.path.join(ROOT, "tools", ".cache")
 OUT = os.path.join(CACHE, "rws")
@@ -64,24 +65,10 @@ def finetune(run, ids, steps):
         p.requires_grad_(name.endswith(TRAINABLE) and ".h." in name)
         if p.requires_grad:
             params.append(p)
-    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(SEED)
-    model.train()
-    t0, ema = time.time(), None
-    for step in range(steps):
-        starts = torch.randint(0, len(ids) - SEQ - 1, (BATCH,), generator=gen)
-        x = torch.stack([ids[s:s + SEQ] for s in starts])
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if step % 50 == 0:
-            print(f"  [{run}] step {step} loss(ema) {ema:.3f} {time.time() - t0:.0f}s", flush=True)
-    model.eval()
+    seconds, ema = train_lm(model, params, ids, steps, LR, SEED, seq=SEQ, batch=BATCH, log_every=50, tag=run)
     out = os.path.join(OUT, run)
     model.save_pretrained(out)
-    return {"steps": steps, "seconds": round(time.time() - t0, 1), "final_loss_ema": round(ema, 4),
+    return {"steps": steps, "seconds": round(seconds, 1), "final_loss_ema": round(ema, 4),
             "trainable_params": sum(p.numel() for p in params)}
 
 
