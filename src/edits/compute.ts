@@ -10,15 +10,15 @@
  * prefixes CONTEXT_TEMPLATES. Values: δ_a ∈ R^{d_model} added to the residual stream after the top edited
  * block at key position a in every context, found by Adam on
  *     L(δ) = mean_contexts mean_targets −log p(target_j | context, prompt, target_<j) + wd·‖δ‖²/h̄²
- * with ‖δ‖ ≤ clamp·h̄·√u (h̄: mean norm of those hidden states), exact gradients from Gpt2Upper's
- * backward pass; then every edited layer l gets
+ * with ‖δ‖ ≤ clamp·h̄·√u (h̄: mean norm of those hidden states), exact gradients from the model family's
+ * UpperStack backward pass (gpt2-upper.ts, llama-upper.ts); then every edited layer l gets
  *     V_l[a] = k_{l,a}ᵀ·W_l + δ_a/n_layers          (METHODS.md: V_t = K_tᵀW_{t−1} + residual)
  * spreading the residual evenly over the n edited layers (ours; MEMIT recomputes between layers).
  */
 import type { TextTokenizer } from '../runtime/tokenizer.ts';
 import type { EditState, LayerEdit } from './edit-state.ts';
 import { EditError } from './errors.ts';
-import type { Gpt2Upper, TargetToken } from './gpt2-upper.ts';
+import type { TargetToken, UpperStack } from './upper.ts';
 import type { KeyProbe } from './probe.ts';
 import { CONTEXT_TEMPLATES, type EditSettings } from './settings.ts';
 
@@ -47,7 +47,7 @@ interface Context {
 export class EditComputer {
   constructor(
     private readonly probe: KeyProbe,
-    private readonly upper: Gpt2Upper,
+    private readonly upper: UpperStack,
     private readonly tokenizer: TextTokenizer,
     private readonly settings: EditSettings,
     private readonly contextLength: number,

@@ -21,6 +21,8 @@ import type { LayerEdit, LayerSpec } from './edit-state.ts';
 import { EditStore } from './edit-store.ts';
 import { EditError } from './errors.ts';
 import { Gpt2Upper } from './gpt2-upper.ts';
+import { llamaUpper } from './llama-upper.ts';
+import type { UpperStack } from './upper.ts';
 import { KeyProbe } from './probe.ts';
 import type { EditSettings } from './settings.ts';
 
@@ -106,10 +108,8 @@ export class EditService {
       snapshotEvery: settings.snapshotEvery,
       keepSnapshots: settings.keepSnapshots,
     });
-    const computer =
-      model.architecture === 'gpt2'
-        ? new EditComputer(probe, gpt2Upper(model, versions, ordered), opts.tokenizer, settings, model.contextLength)
-        : undefined;
+    const upper = upperStack(model, (name) => versions.pristine(probe.initializerFor(name)), ordered);
+    const computer = upper ? new EditComputer(probe, upper, opts.tokenizer, settings, model.contextLength) : undefined;
     const service = new EditService(store, computer, probe, opts, ordered.map((s) => s.name));
     if (store.seq > 0) {
       service.generation++;
@@ -137,7 +137,7 @@ export class EditService {
   async commitPrompts(edits: readonly PromptEdit[], onEvent?: (e: EditEvent) => void): Promise<EditAck[]> {
     const computer = this.computer;
     if (!computer) {
-      throw new EditError('unsupported_model', `prompt edits need the value search, implemented for GPT-2 only (this model is ${this.opts.model.architecture}); send raw {layer, keys, values}`);
+      throw new EditError('unsupported_model', `prompt edits need the value search, implemented for GPT-2 and Llama only (this model is ${this.opts.model.architecture}); send raw {layer, keys, values}`);
     }
     for (const [i, e] of edits.entries()) {
       try {
@@ -274,10 +274,17 @@ export class EditService {
   }
 }
 
-function gpt2Upper(model: ModelInfo, versions: BaseVersions, ordered: readonly LayerSpec[]): Gpt2Upper {
+/** The model family's upper stack for the value search; undefined: raw edits only. */
+function upperStack(model: ModelInfo, read: (name: string) => Float32Array, ordered: readonly LayerSpec[]): UpperStack | undefined {
+  if (model.architecture === 'gpt2') return gpt2Upper(model, read, ordered);
+  if (model.architecture === 'llama') return llamaUpper(model, read, ordered.map((s) => s.name));
+  return undefined;
+}
+
+function gpt2Upper(model: ModelInfo, read: (name: string) => Float32Array, ordered: readonly LayerSpec[]): Gpt2Upper {
   const top = Math.max(...ordered.map((s) => Number(/\.h\.(\d+)\./.exec(s.name)?.[1] ?? NaN)));
   if (!Number.isFinite(top)) throw new EditError('unsupported_model', 'GPT-2 edit layers must be transformer.h.<i>.* modules', 'layer');
   const numHeads = model.numKvHeads; // GPT-2 has no GQA: KV heads = heads
   const dModel = model.numKvHeads * model.headDim;
-  return new Gpt2Upper((name) => versions.pristine(name), top + 1, model.numLayers, dModel, numHeads, model.vocabSize);
+  return new Gpt2Upper(read, top + 1, model.numLayers, dModel, numHeads, model.vocabSize);
 }

@@ -42,7 +42,16 @@ export class KeyProbe {
     readonly dModel: number,
     private readonly shape: KvShape,
     private readonly withLogits: boolean,
+    private readonly aliases: ReadonlyMap<string, string>,
   ) {}
+
+  /**
+   * The initializer behind a weight name: exporters deduplicate equal tensors (tiny-llama's RMSNorm weights)
+   * into one initializer read through `Identity` nodes named after the others.
+   */
+  initializerFor(name: string): string {
+    return this.aliases.get(name) ?? name;
+  }
 
   /**
    * `layerNames` in any order; the top one is the last in graph order. Throws EditError('unknown_layer') for
@@ -61,6 +70,11 @@ export class KeyProbe {
     const top = chosen.at(-1)!;
     const hiddenTensor = residualAfter(model, top.outputTensor);
     const inits = graph.initializer ?? [];
+    const initNames = new Set(inits.map((t) => t.name));
+    const aliases = new Map<string, string>();
+    for (const n of graph.node ?? []) {
+      if (n.opType === 'Identity' && initNames.has(n.input?.[0]) && n.output?.[0]) aliases.set(n.output[0], n.input![0]!);
+    }
     const layers: ProbeLayer[] = chosen.map((l) => ({ name: l.name, initializer: l.weightName, dK: l.dIn, dV: l.dOut, inputTensor: l.inputTensor }));
     // Weights of the edited layers become inputs (same name, so the MatMul nodes need no change).
     const fed = new Set(layers.map((l) => l.initializer));
@@ -73,7 +87,7 @@ export class KeyProbe {
     ].map((vi) => ({ name: vi.name, type: { tensorType: { elemType: FLOAT } } }));
     const dModel = top.dOut;
     const session = await createSession(encodeModel(model), { device, ...(threads ? { threads } : {}) });
-    return new KeyProbe(session, layers, hiddenTensor, dModel, shape, opts.logits === true);
+    return new KeyProbe(session, layers, hiddenTensor, dModel, shape, opts.logits === true, aliases);
   }
 
   /** Runs one unpadded sequence with the edited layers' current weights (initializer name → float32). */
