@@ -19,8 +19,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** `cwd`: the checkout whose `src/main.ts` runs (default: this one), e.g. an older commit to compare against. */
-export async function startServer(env: Record<string, string>, cwd?: string): Promise<ServerProcess> {
+/**
+ * `cwd`: the checkout whose `src/main.ts` runs (default: this one), e.g. an older commit to compare against.
+ * `readyMs`: how long to wait for /readyz (an imported model plus the edit state's first C₀ takes minutes here).
+ */
+export async function startServer(env: Record<string, string>, cwd?: string, readyMs = 120_000): Promise<ServerProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     ...(cwd ? { cwd } : {}),
@@ -28,7 +31,7 @@ export async function startServer(env: Record<string, string>, cwd?: string): Pr
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 120_000;
+  const deadline = Date.now() + readyMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
     try {
@@ -36,7 +39,7 @@ export async function startServer(env: Record<string, string>, cwd?: string): Pr
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error('server did not become ready in 120 s');
+    if (Date.now() > deadline) throw new Error(`server did not become ready in ${readyMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return {

@@ -9,7 +9,7 @@
  * Keys come from the KeyProbe graph (the served float32 graph with the edited weights fed as inputs), so they
  * are exactly the keys the editor will see. Corpus: tools/.cache/corpus/train.txt (tools/corpus.py:
  * Shakespeare's plays, public domain), documents separated by <|endoftext|>, spread deterministically:
- * ⌊tokens/chunk⌋ chunks of `chunk` tokens at an even stride over the whole corpus. Accumulated in float64,
+ * ⌊tokens/chunk⌋ chunks of `chunk` tokens from text windows at an even stride over the whole corpus. Accumulated in float64,
  * stored F32 (SmolLM2's 1536² matrices are 9 MB per layer; they are not committed).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -52,11 +52,17 @@ async function main(): Promise<void> {
   const model = await readModelInfo(values.model);
   const names = values.layers.split(',').map((x) => mlpOutLayer(model.architecture, Number(x)));
   const tokenizer = await HfTokenizer.load(model.dir);
-  const text = readFileSync(values.corpus, 'utf8');
-  const ids: number[] = [];
-  for (const doc of text.split(EOT)) if (doc.trim() !== '') ids.push(...tokenizer.encode(doc));
+  // Windows of text at an even stride over the corpus (documents joined; separators dropped), each tokenised
+  // on its own and cut to `chunk` tokens: tokenising only what is used keeps this fast on big tokenizers.
+  const text = readFileSync(values.corpus, 'utf8').split(EOT).filter((d) => d.trim() !== '').join('\n');
   const nChunks = Math.floor(tokens / chunk);
-  const stride = Math.max(1, Math.floor((ids.length - chunk) / nChunks));
+  const window = chunk * 12; // characters; ≥ chunk tokens for English text with any BPE vocabulary here
+  const stride = Math.max(1, Math.floor((text.length - window) / nChunks));
+  const pieces: number[][] = [];
+  for (let c = 0; c < nChunks; c++) {
+    const ids = tokenizer.encode(text.slice(c * stride, c * stride + window)).slice(0, chunk);
+    if (ids.length > 0) pieces.push(ids);
+  }
   const bytes = new Uint8Array(readFileSync(model.onnxPath));
   const table = InitializerTable.of(bytes);
   const probe = await KeyProbe.create(bytes, names, model, 'cpu', Number(values.threads));
@@ -64,8 +70,7 @@ async function main(): Promise<void> {
   const acc = new Map(probe.layers.map((l) => [l.name, new Float64Array(l.dK * l.dK)]));
   let count = 0;
   const t0 = performance.now();
-  for (let c = 0; c < nChunks; c++) {
-    const piece = ids.slice(c * stride, c * stride + chunk);
+  for (const [c, piece] of pieces.entries()) {
     const run = await probe.run(piece, weights);
     for (const l of probe.layers) {
       const x = run.inputs.get(l.name)!;

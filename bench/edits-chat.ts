@@ -1,0 +1,129 @@
+/**
+ * The real-model edit stream: real-world counterfactual edits (tools/edits/real_counterfactuals.json, e.g.
+ * "The capital of France is" → " Lyon") posted one at a time to a Patchbay server running an imported chat
+ * model (SmolLM2-135M-Instruct, f32 import), each then asked through /v1/chat/completions as a user would
+ * ("What is the capital of France?", greedy, chat template applied by the server).
+ *   success right after  the answer to edit i's question names the target right after edit i's ack
+ *   retention            the first 10 % of the edits' questions still name their targets at the end
+ *   held at end          every edit's question at the end
+ *   paraphrase           a reworded question ("Tell me the name of the capital city of France.") at the end
+ *   preservation         share of unrelated questions whose greedy answer is unchanged (exact text)
+ *   already              the question named the target before any edit (counterfactuals: should be ~0)
+ * Needs models/<model>/edit_stats.safetensors (npm run edits:stats -- --model models/smollm2-135m --layers 24,25,26).
+ * Usage: npm run eval:edits-chat -- [--model models/smollm2-135m] [--edits 100] [--out bench/out/edits-chat.json]
+ * The JSON is rewritten after every edit, so a run cut short still reports what it did.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startServer } from './lib/server-process.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'models/smollm2-135m' },
+    edits: { type: 'string', default: '100' },
+    out: { type: 'string', default: 'bench/out/edits-chat.json' },
+    'max-tokens': { type: 'string', default: '24' },
+  },
+});
+interface RealEdit { relation: string; subject: string; prompt: string; target: string; question: string; paraphrase: string }
+const data = JSON.parse(readFileSync('tools/edits/real_counterfactuals.json', 'utf8')) as { edits: RealEdit[]; unrelated: string[] };
+const N = Math.min(Number(args.edits), data.edits.length);
+const edits = data.edits.slice(0, N);
+const retained = edits.slice(0, Math.max(1, Math.round(N / 10)));
+const TOKEN = 'edits-chat-bench';
+const dataDir = mkdtempSync(join(tmpdir(), 'edits-chat-'));
+const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+const loadStart = load();
+
+const server = await startServer(
+  { PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_ADMIN_TOKEN: TOKEN, PATCHBAY_DATA_DIR: dataDir, PATCHBAY_THREADS: '2' },
+  undefined,
+  600_000,
+);
+const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string; parent?: string | null }[] };
+const modelId = models.data.find((m) => !m.parent)!.id;
+
+async function ask(question: string): Promise<string> {
+  const res = await fetch(`${server.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: question }], max_tokens: Number(args['max-tokens']), temperature: 0 }),
+  });
+  if (!res.ok) throw new Error(`chat answered ${res.status}: ${await res.text()}`);
+  return ((await res.json()) as { choices: { message: { content: string } }[] }).choices[0]!.message.content;
+}
+
+/** The answer names the target: the target's words as a whole-word, case-insensitive match. */
+function names(answer: string, target: string): boolean {
+  const t = target.trim().replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(^|[^\\p{L}])${t}($|[^\\p{L}])`, 'iu').test(answer);
+}
+
+const rate = (xs: boolean[]) => (xs.length === 0 ? null : xs.filter(Boolean).length / xs.length);
+const t0 = performance.now();
+const already = await Promise.all(edits.map(async (e) => names(await ask(e.question), e.target)));
+const unrelatedBefore: string[] = [];
+for (const q of data.unrelated) unrelatedBefore.push(await ask(q));
+
+interface Row { i: number; subject: string; target: string; seq: number; ackMs: number; computeMs: number; steps: number; nllBefore: number; nllAfter: number; answer: string; success: boolean }
+const rows: Row[] = [];
+let report: Record<string, unknown> = {};
+const write = (extra: Record<string, unknown>) => {
+  report = {
+    model: args.model, modelId, edits: rows.length, planned: N, layers: 'from edit_stats.safetensors', load_start: loadStart, load_now: load(),
+    minutes: (performance.now() - t0) / 60000, already: rate(already), success_right_after: rate(rows.map((r) => r.success)), rows, ...extra,
+  };
+  mkdirSync(dirname(args.out!), { recursive: true });
+  writeFileSync(args.out!, JSON.stringify(report, null, 1));
+};
+
+try {
+  for (const [i, e] of edits.entries()) {
+    const t = performance.now();
+    const res = await fetch(`${server.url}/admin/edits`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify({ edits: [{ prompt: e.prompt, target: e.target, subject: e.subject }] }),
+    });
+    if (!res.ok) throw new Error(`edit ${i} answered ${res.status}: ${await res.text()}`);
+    const ack = (await res.json()) as { seq: number; edits: { value_search?: { steps: number; nllBefore: number; nllAfter: number }; ms: { compute: number } }[] };
+    const ackMs = performance.now() - t;
+    const a = ack.edits[0]!;
+    const answer = await ask(e.question);
+    const row: Row = {
+      i, subject: e.subject, target: e.target, seq: ack.seq, ackMs, computeMs: a.ms.compute, steps: a.value_search?.steps ?? NaN,
+      nllBefore: a.value_search?.nllBefore ?? NaN, nllAfter: a.value_search?.nllAfter ?? NaN, answer, success: names(answer, e.target),
+    };
+    rows.push(row);
+    console.log(`#${i + 1} ${e.subject} →${e.target}: ${row.success ? 'ok ' : 'no '} ${(ackMs / 1000).toFixed(1)} s, steps ${row.steps}, nll ${row.nllBefore.toFixed(2)}→${row.nllAfter.toFixed(2)} | ${answer.replace(/\s+/g, ' ').slice(0, 70)}`);
+    write({});
+  }
+  const heldAtEnd: boolean[] = [];
+  for (const e of edits) heldAtEnd.push(names(await ask(e.question), e.target));
+  const paraphrase: boolean[] = [];
+  for (const e of edits) paraphrase.push(names(await ask(e.paraphrase), e.target));
+  const unrelatedAfter: string[] = [];
+  for (const q of data.unrelated) unrelatedAfter.push(await ask(q));
+  write({
+    retention_first_10pct: rate(heldAtEnd.slice(0, retained.length)),
+    held_at_end: rate(heldAtEnd),
+    paraphrase: rate(paraphrase),
+    preservation: rate(unrelatedAfter.map((a, i) => a === unrelatedBefore[i])),
+    unrelated: data.unrelated.map((q, i) => ({ q, before: unrelatedBefore[i], after: unrelatedAfter[i] })),
+    ack_ms_median: rows.map((r) => r.ackMs).sort((x, y) => x - y)[Math.floor(rows.length / 2)],
+  });
+  const r = report;
+  console.log(
+    `${rows.length} edits in ${(r['minutes'] as number).toFixed(1)} min (load ${loadStart} → ${load()}): already ${pct(r['already'])}, success right after ${pct(r['success_right_after'])}, ` +
+      `retention (first ${retained.length}) ${pct(r['retention_first_10pct'])}, held at end ${pct(r['held_at_end'])}, paraphrase ${pct(r['paraphrase'])}, preservation ${pct(r['preservation'])}; wrote ${args.out}`,
+  );
+} finally {
+  await server.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+function pct(x: unknown): string {
+  return typeof x === 'number' ? `${(x * 100).toFixed(0)} %` : 'n/a';
+}
