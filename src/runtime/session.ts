@@ -9,16 +9,21 @@ export interface SessionOptions {
   threads?: number;
 }
 
+/** The ORT options every Patchbay session gets (benches build theirs from this too). */
+export function ortSessionOptions(opts: SessionOptions): InferenceSession.SessionOptions {
+  return {
+    executionProviders: [opts.device === 'cuda' ? 'cuda' : 'cpu'],
+    graphOptimizationLevel: 'all',
+    ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
+  };
+}
+
 /**
  * Creates an ORT session from model bytes. Weights stay constant initializers so ORT can pre-pack them
  * (feeding weights as inputs measured 1.6–2× slower, see DESIGN.md).
  */
 export async function createSession(model: Uint8Array, opts: SessionOptions): Promise<InferenceSession> {
-  const options: InferenceSession.SessionOptions = {
-    executionProviders: [opts.device === 'cuda' ? 'cuda' : 'cpu'],
-    graphOptimizationLevel: 'all',
-    ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
-  };
+  const options = ortSessionOptions(opts);
   try {
     return await InferenceSession.create(model, options);
   } catch (cause) {
