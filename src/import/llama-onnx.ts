@@ -19,6 +19,7 @@ import { emitQuantizedEmbedding, DEFAULT_IMPORT_ACCURACY } from './quant/nbits-l
 import { MS_DOMAIN } from './quant/nbits-nodes.ts';
 import type { ImportAccuracy } from './quant/nbits-linear.ts';
 import { GraphBuilder } from './graph-builder.ts';
+import { emitRmsNorm } from './fused-norm.ts';
 import type { LlamaHparams } from './llama-hparams.ts';
 
 const NEG = -3.4028234663852886e38; // torch.finfo(torch.float32).min
@@ -60,7 +61,7 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
   for (let i = 0; i < hp.layers; i++) {
     const L = `/model/layers.${i}`;
     const blk = `blk.${i}`;
-    const h = rmsNorm(b, `${L}/input_layernorm`, x, `model.layers.${i}.input_layernorm.weight`, dequantizeTensor(file, t(`${blk}.attn_norm.weight`)), hp.rmsEps);
+    const h = emitRmsNorm(b, `${L}/input_layernorm`, x, `model.layers.${i}.input_layernorm.weight`, dequantizeTensor(file, t(`${blk}.attn_norm.weight`)), hp.rmsEps);
     const lin = (sub: string, tensor: string, input: string, unpermuteHeads?: number) =>
       emitLinear(b, `${L}/${sub}`, input, { file, info: t(`${blk}.${tensor}.weight`), ...(unpermuteHeads ? { unpermuteHeads } : {}) }, mode, undefined, accuracyLevel).output;
     const A = `${L}/self_attn`;
@@ -82,14 +83,14 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
     const merged = b.op1(A, 'Reshape', [b.op1(A, 'Transpose', [ctx], { perm: [0, 2, 1, 3] }), c.shapeCtx]);
     x = b.op1(L, 'Add', [x, lin('self_attn/o_proj', 'attn_output', merged)]);
 
-    const h2 = rmsNorm(b, `${L}/post_attention_layernorm`, x, `model.layers.${i}.post_attention_layernorm.weight`, dequantizeTensor(file, t(`${blk}.ffn_norm.weight`)), hp.rmsEps);
+    const h2 = emitRmsNorm(b, `${L}/post_attention_layernorm`, x, `model.layers.${i}.post_attention_layernorm.weight`, dequantizeTensor(file, t(`${blk}.ffn_norm.weight`)), hp.rmsEps);
     const M = `${L}/mlp`;
     const g = lin('mlp/gate_proj', 'ffn_gate', h2);
     const act = b.op1(M, 'Mul', [g, b.op1(M, 'Sigmoid', [g])]);
     const up = lin('mlp/up_proj', 'ffn_up', h2);
     x = b.op1(L, 'Add', [x, lin('mlp/down_proj', 'ffn_down', b.op1(M, 'Mul', [act, up]))]);
   }
-  const out = rmsNorm(b, '/model/norm', x, 'model.norm.weight', dequantizeTensor(file, t('output_norm.weight')), hp.rmsEps);
+  const out = emitRmsNorm(b, '/model/norm', x, 'model.norm.weight', dequantizeTensor(file, t('output_norm.weight')), hp.rmsEps);
   const head = hp.tiedEmbeddings ? t('token_embd.weight') : t('output.weight');
   emitLinear(b, '/lm_head', out, { file, info: head }, mode, 'logits', accuracyLevel);
   const initializerBytes = b.initializers.reduce((s, i) => s + (i.rawData?.byteLength ?? 0), 0);
@@ -159,12 +160,4 @@ function attentionMask(b: GraphBuilder, ids: string, mask: string): string {
   const causal = b.op1(S, 'LessOrEqual', [b.op1(S, 'Unsqueeze', [kpos, b.int64Const([0])]), b.op1(S, 'Unsqueeze', [qpos, b.int64Const([1])])]); // [S, T]
   const real = b.op1(S, 'Unsqueeze', [b.op1(S, 'Equal', [mask, b.int64Const([1], [])]), b.int64Const([1, 2])]); // [B, 1, 1, T]
   return b.op1(S, 'And', [causal, real]);
-}
-
-/** RMSNorm as HF: w · (x / √(mean(x²) + ε)). */
-function rmsNorm(b: GraphBuilder, scope: string, x: string, weightName: string, weight: Float32Array, eps: number): string {
-  const w = b.floatInit(weightName, [weight.length], weight);
-  const meanSq = b.op1(scope, 'ReduceMean', [b.op1(scope, 'Mul', [x, x])], { axes: [-1], keepdims: 1 });
-  const inv = b.op1(scope, 'Reciprocal', [b.op1(scope, 'Sqrt', [b.op1(scope, 'Add', [meanSq, b.floatConst([eps], [])])])]);
-  return b.op1(scope, 'Mul', [w, b.op1(scope, 'Mul', [x, inv])]);
 }
