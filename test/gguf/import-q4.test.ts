@@ -105,6 +105,12 @@ test('q4 graph: quantized tensors are MatMulNBits layers under HF module paths, 
   const nbits = model.graph!.node!.filter((n) => n.opType === 'MatMulNBits');
   assert.deepEqual([...new Set(nbits.map((n) => `${attr(n, 'bits')}/${attr(n, 'accuracy_level')}`))], ['4/0']);
   assert.ok(model.graph!.node!.some((n) => n.opType === 'GatherBlockQuantized'));
+  // Q8_0 (no offsets): the low plane is unsigned, so it takes an all-zero zero_points input and needs no blocksum
+  // correction; Q4_1 (v_proj) keeps its correction MatMul.
+  const named = (name: string) => model.graph!.node!.find((n) => n.name === name);
+  assert.equal(named('/model/layers.0/self_attn/o_proj/nbits_lo/MatMulNBits')!.input!.length, 4);
+  assert.equal(named('/model/layers.0/self_attn/o_proj/nbits_offset/FusedMatMul'), undefined);
+  assert.ok(named('/model/layers.0/self_attn/v_proj/nbits_offset/FusedMatMul'));
   const config = JSON.parse(await readFile(join(dirs.q4!, 'config.json'), 'utf8')) as Record<string, unknown>;
   assert.equal(config['_name_or_path'], 'tiny-llama-mixed');
 });

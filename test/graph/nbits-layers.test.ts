@@ -48,7 +48,9 @@ function quantizedModel(): Uint8Array {
 
 test('findLinearLayers: MatMulNBits layers with K/N from attributes; offset corrections are not layers', () => {
   const model = decodeModel(quantizedModel());
-  assert.equal(model.graph!.node!.filter((n) => n.opType === 'MatMul').length, 2, 'two correction MatMuls exist');
+  // Two offset corrections and one blocksum (a product with a 0/1 indicator, shared by both layers reading x), all
+  // FusedMatMul with 2-D constant operands: ORT pre-packs them, and the rewrite must not take them for layers.
+  assert.equal(model.graph!.node!.filter((n) => n.opType === 'FusedMatMul').length, 3, 'two correction products and one blocksum product exist');
   const layers = findLinearLayers(model);
   assert.deepEqual(
     layers.map((l) => [l.name, l.op, l.dIn, l.dOut, l.inputTensor, l.outputTensor]),

@@ -6,11 +6,11 @@
  * Linear layer, x [b, s, K] → y [b, s, N] (nbits-pack.ts: w[n,k] = scale[n,b]·(u − zp) + offset[b,n]):
  *
  *     y0  = MatMulNBits(x, B, scales)                      Σ_k x[k]·scale·(u − zp)        [b, s, N]
- *     xs  = ReduceSum(Reshape(x, [0, 0, K/sub, sub]), -1)   blocksum(x)                    [b, s, K/sub]
- *     y   = y0 + MatMul(xs, offsets [1, K/sub, N])          + Σ_b blocksum_b(x)·offset[b,n]
+ *     xs  = FusedMatMul(x, E [K, K/sub]), E 0/1 per block   blocksum(x)                    [b, s, K/sub]
+ *     y   = y0 + FusedMatMul(xs, offsets [K/sub, N])        + Σ_b blocksum_b(x)·offset[b,n]
  *
  * Why not MatMulNBits' own float zero points (exact too, zp = −offset/scale): ORT 1.30's CPU kernel takes a
- * slow path with them (bench/nbits-ops.ts). The offsets are 3-D ([1, K/sub, N]) on purpose: the graph
+ * slow path with them (bench/nbits-ops.ts). The products are FusedMatMul (see msNode), not MatMul: the graph
  * rewrite treats a MatMul with a 2-D weight initializer as a linear layer, and this correction must not
  * get an adapter branch. The blocksum of an input is computed once and shared by every layer reading it
  * (q/k/v, gate/up).
@@ -60,6 +60,8 @@ export type SharedPlanes = PlaneNames[];
  */
 export class NBitsEmitter {
   private readonly blocksums = new Map<string, string>();
+  /** Shared constant initializers already stored (blocksum indicators, all-zero zero points). */
+  private readonly indicators = new Set<string>();
 
   constructor(private readonly sink: { nodes: NodeProto[]; initializers: TensorProto[] } = { nodes: [], initializers: [] }) {}
 
@@ -75,10 +77,15 @@ export class NBitsEmitter {
     const { scope, prefix } = spec;
     const planes = spec.lo ? [spec.weight, spec.lo] : [spec.weight];
     const last = planes[planes.length - 1]!;
+    // An offset that is exactly 8·scale is a zero point of 0 (see zeroPointZero): no correction needed.
+    const unsignedLast = last.offsets !== undefined && offsetIsZeroPoint0(last);
+    const offsets = unsignedLast ? undefined : last.offsets;
     const names = planes.map((w, i) => spec.shared?.[i] ?? this.storePlane(w, `${prefix}.nbits${i === 0 ? '' : '_lo'}`));
-    const outs = planes.map((_, i) => (i === 0 && planes.length === 1 && !last.offsets ? spec.output : `${spec.output}/nbits${i === 0 ? '' : '_lo'}`));
+    const outs = planes.map((_, i) => (i === 0 && planes.length === 1 && !offsets ? spec.output : `${spec.output}/nbits${i === 0 ? '' : '_lo'}`));
     planes.forEach((w, i) => {
-      const mm = node('MatMulNBits', `${scope}${i === 0 ? '' : '/nbits_lo'}/MatMulNBits`, [spec.input, names[i]!.data, names[i]!.scales], [outs[i]!], [
+      const inputs = [spec.input, names[i]!.data, names[i]!.scales];
+      if (unsignedLast && w === last) inputs.push(this.zeroPointZero(w));
+      const mm = node('MatMulNBits', `${scope}${i === 0 ? '' : '/nbits_lo'}/MatMulNBits`, inputs, [outs[i]!], [
         { name: 'K', type: INT, i: w.K },
         { name: 'N', type: INT, i: w.N },
         { name: 'bits', type: INT, i: w.bits },
@@ -90,18 +97,37 @@ export class NBitsEmitter {
     });
     let sum = outs[0]!;
     if (planes.length === 2) {
-      sum = last.offsets ? `${spec.output}/nbits_planes` : spec.output;
+      sum = offsets ? `${spec.output}/nbits_planes` : spec.output;
       this.nodes.push(node('Add', `${scope}/nbits_lo/Add`, [outs[0]!, outs[1]!], [sum]));
     }
-    if (!last.offsets) return;
+    if (!offsets) return;
     const nb = last.K / last.blockSize;
     const xs = this.blocksum(spec.input, last.K, last.blockSize, scope);
     const off = `${prefix}.nbits.offsets`;
-    this.initializers.push(floatInit(off, [1, nb, last.N], last.offsets));
+    this.initializers.push(floatInit(off, [nb, last.N], offsets));
     this.nodes.push(
-      node('MatMul', `${scope}/nbits_offset/MatMul`, [xs, off], [`${spec.output}/nbits_offset`]),
+      msNode('FusedMatMul', `${scope}/nbits_offset/FusedMatMul`, [xs, off], [`${spec.output}/nbits_offset`]),
       node('Add', `${scope}/nbits_offset/Add`, [sum, `${spec.output}/nbits_offset`], [spec.output]),
     );
+  }
+
+  /**
+   * MatMulNBits' zero_points input, all 0, for a 4-bit plane whose offsets are exactly 8·scale: w = s·(u − 8) + 8s
+   * = s·(u − 0), i.e. an unsigned plane (the low half of a split 8-bit weight without offsets, e.g. Q8_0's). ORT's
+   * kernel takes uint8 zero points on its fast path (only float zero points are slow, bench/nbits-ops.ts), so
+   * this replaces the blocksum correction (for SmolLM2's tied head: a 3.5 MB offset table read per token, a
+   * MatMul and an Add) by a 0.4 MB input. Packed like the data: [N, ⌈nb/2⌉] bytes, two 4-bit zero points each;
+   * one initializer per shape, shared.
+   */
+  private zeroPointZero(w: NBitsWeight): string {
+    const nb = w.K / w.blockSize;
+    const cols = Math.ceil((nb * w.bits) / 8);
+    const name = `nbits.zero_points0.N${w.N}.cols${cols}`;
+    if (!this.indicators.has(name)) {
+      this.initializers.push({ name, dataType: UINT8, dims: [w.N, cols], rawData: new Uint8Array(w.N * cols) });
+      this.indicators.add(name);
+    }
+    return name;
   }
 
   /**
@@ -169,22 +195,52 @@ export class NBitsEmitter {
     return { data, scales };
   }
 
+  /**
+   * blocksum(x) [b, s, K/sub] as one product with a 0/1 indicator E [K, K/sub] (E[k, j] = 1 iff k lies in block j),
+   * not Reshape + ReduceSum: one kernel dispatch instead of two per shared input (every product is x·1 or x·0, so
+   * only the summation order differs). One E per (K, sub), shared by every layer (cache-resident).
+   */
   private blocksum(input: string, K: number, sub: number, scope: string): string {
     const key = `${input}|${sub}`;
     const have = this.blocksums.get(key);
     if (have) return have;
-    const p = `${scope}/nbits_blocksum`;
-    const shape = `${p}/shape`;
-    const axes = `${p}/axes`;
     const out = `${input}/blocksum${sub}`;
-    this.initializers.push(int64Initializer(shape, [0, 0, K / sub, sub]), int64Initializer(axes, [-1]));
-    this.nodes.push(
-      node('Reshape', `${p}/Reshape`, [input, shape], [`${out}/blocks`]),
-      node('ReduceSum', `${p}/ReduceSum`, [`${out}/blocks`, axes], [out], [{ name: 'keepdims', type: INT, i: 0 }]),
-    );
+    this.nodes.push(msNode('FusedMatMul', `${scope}/nbits_blocksum/FusedMatMul`, [input, this.blockIndicator(K, sub)], [out]));
     this.blocksums.set(key, out);
     return out;
   }
+
+  private blockIndicator(K: number, sub: number): string {
+    const name = `nbits.blocksum.K${K}.block${sub}`;
+    if (!this.indicators.has(name)) {
+      const nb = K / sub;
+      const e = new Float32Array(K * nb);
+      for (let k = 0; k < K; k++) e[k * nb + Math.floor(k / sub)] = 1;
+      this.initializers.push(floatInit(name, [K, nb], e));
+      this.indicators.add(name);
+    }
+    return name;
+  }
+}
+
+/** offsets[b, n] = 8·scales[n, b] for every block: exact in f32 (a power-of-two multiple), so compared exactly. */
+function offsetIsZeroPoint0(w: NBitsWeight): boolean {
+  if (w.bits !== 4 || !w.offsets) return false;
+  const nb = w.K / w.blockSize;
+  for (let n = 0; n < w.N; n++) for (let b = 0; b < nb; b++) if (w.offsets[b * w.N + n] !== 8 * w.scales[n * nb + b]!) return false;
+  return true;
+}
+
+/**
+ * A `com.microsoft` node. The correction products use FusedMatMul (alpha 1: a plain MatMul) with 2-D constant
+ * operands: ORT pre-packs a 2-D B once and folds the batch into M (a 3-D [1, K, N] B is re-packed on every
+ * run and multiplied row by row), and FusedMatMul is not an op the graph rewrite takes for a linear layer
+ * (runtime/graph/linear-layers.ts: MatMul, Gemm, MatMulNBits), so no adapter branch lands on a correction.
+ */
+function msNode(opType: string, name: string, inputs: string[], outputs: string[]): NodeProto {
+  const n = node(opType, name, inputs, outputs);
+  n.domain = MS_DOMAIN;
+  return n;
 }
 
 function floatInit(name: string, dims: number[], data: Float32Array): TensorProto {

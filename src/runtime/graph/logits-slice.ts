@@ -22,6 +22,8 @@ import { INT64, int64Initializer, node, tensorValueInfo, valueInfoDims, type Mod
 export const LOGITS_START_INPUT = 'logits_start';
 
 const PROJECTIONS = new Set(['MatMul', 'MatMulNBits', 'FusedMatMul']);
+/** What computes a 4-bit import's blocksum(x) (a FusedMatMul by a 0/1 indicator; older imports: ReduceSum). */
+const BLOCKSUM_OPS = new Set(['ReduceSum', 'MatMul', 'FusedMatMul']);
 
 /** Mutates `model`; true when the `logits_start` input was added. */
 export function sliceLogits(model: ModelProto): boolean {
@@ -38,12 +40,12 @@ export function sliceLogits(model: ModelProto): boolean {
   let head = producer.get('logits');
   for (let hops = 0; head?.opType === 'Add' && hops < 4; hops++) {
     // A bias Add, or a 4-bit head's plane sum / `MatMulNBits + blocksum correction` (import/quant/nbits-nodes.ts):
-    // the projection of the hidden state is the MatMulNBits, else an inner Add, else the MatMul not fed by a ReduceSum.
+    // the projection of the hidden state is the MatMulNBits, else an inner Add, else the MatMul not fed by a blocksum.
     const operands = (head.input ?? []).filter((i) => i && !inits.has(i)).map((i) => producer.get(i!));
     head =
       operands.find((n) => n?.opType === 'MatMulNBits') ??
       operands.find((n) => n?.opType === 'Add') ??
-      operands.find((n) => PROJECTIONS.has(n?.opType ?? '') && producer.get(n!.input?.[0] ?? '')?.opType !== 'ReduceSum');
+      operands.find((n) => PROJECTIONS.has(n?.opType ?? '') && !BLOCKSUM_OPS.has(producer.get(n!.input?.[0] ?? '')?.opType ?? ''));
   }
   if (!head || !PROJECTIONS.has(head.opType ?? '')) return false;
   const h = head.input?.[0];
