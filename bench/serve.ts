@@ -2,10 +2,13 @@
  * bench/serve — Patchbay's serving speed next to its floor and its peers, measured side by side in one run:
  *   1. batch-1 greedy decode: Patchbay over HTTP (child process) vs a bare onnxruntime-node generate loop
  *      vs @huggingface/transformers' text-generation pipeline, same ONNX file, prompt and token count;
- *      with --q4-model also Patchbay on the exact-4-bit import (and with --lora, an adapter on that q4 base);
+ *      with --q4-model also Patchbay on the exact-4-bit import (and with --lora, an adapter on that q4 base), and
+ *      the same import at accuracy_level 4 (PATCHBAY_NBITS_ACCURACY=4: int8 activations, as llama.cpp's own
+ *      Q4_1 × Q8_1 dot products — fast, approximate; bench:quality gives its agreement with PyTorch) unless
+ *      --no-int8;
  *      with --gguf also llama.cpp (node-llama-cpp's prebuilt CPU build) on the GGUF the models came from;
- *   2. throughput of N concurrent requests (continuous batching; on the q4 base when given) vs llama.cpp
- *      decoding N sequences of one context;
+ *   2. throughput of N concurrent requests (continuous batching; on the q4 base when given, exact and int8)
+ *      vs llama.cpp decoding N sequences of one context;
  *   3. weight bytes each decode step reads (bench/lib/weight-bytes.ts) ÷ this process's measured memcpy
  *      bandwidth: the batch-1 floor, next to each contender's measured step time.
  * Each contender runs in a process of its own (bench/lib/contender.ts); trials interleave them so machine noise
@@ -15,7 +18,7 @@
  *
  *   npm run bench:serve -- [--model models/tiny-gpt2] [--tokens 64] [--trials 5] [--threads 2]
  *                          [--q4-model models/smollm2-135m-q4] [--gguf path/to/model.gguf] [--lora <adapter id>]
- *                          [--prompts shakespeare|english] [--delta-targets …] [--plain-session auto|on|off]
+ *                          [--prompts shakespeare|english] [--delta-targets …] [--plain-session auto|on|off] [--no-int8]
  */
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
@@ -42,6 +45,8 @@ const { values: args } = parseArgs({
     /** Server settings to compare configurations (defaults: the server's own). */
     'delta-targets': { type: 'string' },
     'plain-session': { type: 'string' },
+    /** Skip the q4 contender at accuracy_level 4 (int8 activations). */
+    'no-int8': { type: 'boolean', default: false },
   },
 });
 const modelDir = resolve(args.model);
@@ -72,6 +77,8 @@ const serverEnv = (dir: string) => ({
 });
 const server = await startServer(serverEnv(modelDir));
 const q4Server: ServerProcess | undefined = q4Dir ? await startServer(serverEnv(q4Dir)) : undefined;
+// The same 4-bit import served at accuracy_level 4 (int8 activations): the like-for-like contender for llama.cpp.
+const int8Server: ServerProcess | undefined = q4Dir && !args['no-int8'] ? await startServer({ ...serverEnv(q4Dir), PATCHBAY_NBITS_ACCURACY: '4' }) : undefined;
 const q4Model = q4Dir ? await readModelInfo(q4Dir) : undefined;
 const bare = await Contender.start('bare', modelDir, threads);
 const peer = await Contender.start('transformers.js', modelDir, threads);
@@ -91,6 +98,7 @@ const note = (who: string, text: string) => {
 };
 note('transformers.js', (await peer.run({ prompt, tokens })).text);
 if (q4Server) note('Patchbay q4', (await timeCompletion(q4Server.url, request(q4Model!.id, prompt, tokens))).text);
+if (int8Server) note('Patchbay q4 int8 (accuracy_level 4)', (await timeCompletion(int8Server.url, request(q4Model!.id, prompt, tokens))).text);
 if (q4Server && args.lora) note(`Patchbay q4 + ${args.lora}`, (await timeCompletion(q4Server.url, request(args.lora, prompt, tokens))).text);
 if (llama) note('llama.cpp', (await llama.run({ prompt, tokens })).text);
 
@@ -109,6 +117,7 @@ let concurrentTokens = 0;
 for (let t = 0; t < trials; t++) {
   await time('patchbay', async () => (await timeCompletion(server.url, request(model.id, prompt, tokens))).ms);
   if (q4Server) await time('patchbayQ4', async () => (await timeCompletion(q4Server.url, request(q4Model!.id, prompt, tokens))).ms);
+  if (int8Server) await time('patchbayQ4Int8', async () => (await timeCompletion(int8Server.url, request(q4Model!.id, prompt, tokens))).ms);
   if (q4Server && args.lora) await time('patchbayQ4Lora', async () => (await timeCompletion(q4Server.url, request(args.lora!, prompt, tokens))).ms);
   await time('bare', async () => (await bare.run({ prompt, tokens })).ms);
   await time('peer', async () => (await peer.run({ prompt, tokens })).ms);
@@ -119,10 +128,18 @@ for (let t = 0; t < trials; t++) {
     concurrentTokens = all.reduce((n, r) => n + r.completionTokens, 0);
     return performance.now() - started;
   });
+  if (int8Server) {
+    await time('concurrentInt8', async () => {
+      const started = performance.now();
+      await Promise.all(batchPrompts.map((p) => timeCompletion(int8Server.url, request(concurrentId, p, tokens))));
+      return performance.now() - started;
+    });
+  }
   if (llama) await time('llamaCppConcurrent', async () => (await llama.run({ prompts: batchPrompts, tokens })).ms);
 }
 await server.stop();
 await q4Server?.stop();
+await int8Server?.stop();
 bare.stop();
 peer.stop();
 llama?.stop();
@@ -152,12 +169,15 @@ const results = {
   ...(q4Server ? { speedRatioQ4ToF32: median(ms.patchbay!) / median(ms.patchbayQ4!) } : {}),
   ...(args.lora ? { latencyRatioQ4LoraToQ4: median(ms.patchbayQ4Lora!) / median(ms.patchbayQ4!) } : {}),
   ...(llama && q4Server ? { speedRatioQ4ToLlamaCpp: median(ms.llamaCpp!) / median(ms.patchbayQ4!) } : {}),
+  ...(llama && int8Server ? { speedRatioQ4Int8ToLlamaCpp: median(ms.llamaCpp!) / median(ms.patchbayQ4Int8!) } : {}),
   concurrent: {
     requests: concurrency,
     base: concurrentId,
     tokPerS: rate(concurrentTokens, ms.concurrent),
     speedupOverBatch1: rate(concurrentTokens, ms.concurrent) / rate(tokens, q4Server ? ms.patchbayQ4 : ms.patchbay),
     ...(llama ? { llamaCppTokPerS: rate(concurrentTokens, ms.llamaCppConcurrent), ratioToLlamaCpp: median(ms.llamaCppConcurrent!) / median(ms.concurrent!) } : {}),
+    ...(int8Server ? { int8TokPerS: rate(concurrentTokens, ms.concurrentInt8) } : {}),
+    ...(int8Server && llama ? { int8RatioToLlamaCpp: median(ms.llamaCppConcurrent!) / median(ms.concurrentInt8!) } : {}),
   },
   bandwidthGBps: bandwidth / 1e9,
   weightBytesPerToken: weightBytes,
@@ -171,6 +191,7 @@ console.log(`\nbench/serve — ${model.id}${q4Model ? ` + ${q4Model.id}` : ''}${
 console.log(row(['measure', 'value'], w));
 line('Patchbay f32 HTTP, batch 1 (tok/s)', results.batch1TokPerS.patchbay);
 line('Patchbay q4 HTTP, batch 1 (tok/s)', results.batch1TokPerS.patchbayQ4);
+line('Patchbay q4 int8 (accuracy_level 4) HTTP, batch 1 (tok/s)', results.batch1TokPerS.patchbayQ4Int8);
 line(`Patchbay q4 + ${args.lora} HTTP, batch 1 (tok/s)`, results.batch1TokPerS.patchbayQ4Lora);
 line('bare onnxruntime-node loop f32, batch 1 (tok/s)', results.batch1TokPerS.bare);
 line('transformers.js pipeline f32, batch 1 (tok/s)', results.batch1TokPerS.peer);
@@ -179,11 +200,14 @@ line('latency ratio Patchbay f32 / bare ORT (target ≤ 1.05)', results.latencyR
 line('speed ratio Patchbay f32 / transformers.js (target ≥ 1)', results.speedRatioPatchbayToTransformersJs);
 line('speed ratio Patchbay q4 / f32', results.speedRatioQ4ToF32);
 line('speed ratio Patchbay q4 / llama.cpp (goal ≥ 1)', results.speedRatioQ4ToLlamaCpp);
+line('speed ratio Patchbay q4 int8 / llama.cpp (goal ≥ 1)', results.speedRatioQ4Int8ToLlamaCpp);
 line(`latency ratio q4 + LoRA / q4 base (goal ≤ 1.05)`, results.latencyRatioQ4LoraToQ4);
 line(`Patchbay ${concurrency} concurrent on ${concurrentId} (tok/s)`, results.concurrent.tokPerS);
 line(`  speed-up over batch 1`, results.concurrent.speedupOverBatch1);
 line(`llama.cpp ${concurrency} sequences (tok/s)`, results.concurrent.llamaCppTokPerS);
 line(`  Patchbay / llama.cpp at ${concurrency} (goal ≥ 2)`, results.concurrent.ratioToLlamaCpp);
+line(`Patchbay ${concurrency} concurrent, q4 int8 (tok/s)`, results.concurrent.int8TokPerS);
+line(`  Patchbay int8 / llama.cpp at ${concurrency} (goal ≥ 2)`, results.concurrent.int8RatioToLlamaCpp);
 line('memcpy read bandwidth, 1 thread (GB/s)', results.bandwidthGBps);
 for (const [k, b] of Object.entries(weightBytes)) line(`${k}: weight MB per token → floor tok/s`, b / 1e6), line(`  floor (bandwidth ÷ bytes) tok/s`, results.floorTokPerS[k]);
 await mkdir('bench/out', { recursive: true });
