@@ -2,7 +2,9 @@
  * bench/serve — Patchbay's serving speed next to its floor and its peers, measured side by side in one run:
  *   1. batch-1 greedy decode: Patchbay over HTTP (child process) vs a bare onnxruntime-node generate loop
  *      vs @huggingface/transformers' text-generation pipeline, same ONNX file, prompt and token count;
- *      with --q4-model also Patchbay on the exact-4-bit import (and with --lora, an adapter on that q4 base), and
+ *      with --q4-model also Patchbay on the exact-4-bit import (and with --lora, an adapter on that q4 base; with
+ *      --lora-full-graph also the same adapter on a second q4 server that never reduces the delta graph to the
+ *      adapter's layers, PATCHBAY_BRANCH_SESSIONS=0: the cost of the empty branches, side by side), and
  *      the same import at accuracy_level 4 (PATCHBAY_NBITS_ACCURACY=4: int8 activations, as llama.cpp's own
  *      Q4_1 × Q8_1 dot products — fast, approximate; bench:quality gives its agreement with PyTorch) unless
  *      --no-int8;
@@ -18,9 +20,10 @@
  *
  *   npm run bench:serve -- [--model models/tiny-gpt2] [--tokens 64] [--trials 5] [--threads 2]
  *                          [--q4-model models/smollm2-135m-q4] [--gguf path/to/model.gguf] [--lora <adapter id>]
- *                          [--prompts shakespeare|english] [--delta-targets …] [--plain-session auto|on|off] [--no-int8]
+ *                          [--lora-full-graph] [--prompts shakespeare|english] [--delta-targets …] [--plain-session auto|on|off] [--no-int8]
  */
 import { parseArgs } from 'node:util';
+import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { readModelInfo } from '../src/runtime/model-config.ts';
@@ -37,6 +40,7 @@ const { values: args } = parseArgs({
     'q4-model': { type: 'string' },
     gguf: { type: 'string' },
     lora: { type: 'string' },
+    'lora-full-graph': { type: 'boolean', default: false },
     tokens: { type: 'string', default: '64' },
     trials: { type: 'string', default: '5' },
     threads: { type: 'string', default: '2' },
@@ -66,6 +70,7 @@ const prompts = PROMPTS[args.prompts];
 if (!prompts) throw new Error(`--prompts must be one of ${Object.keys(PROMPTS).join(', ')}`);
 if (args.lora && !q4Dir) throw new Error('--lora needs --q4-model (the adapter is measured on the 4-bit base)');
 
+const loadBefore = loadavg();
 const model = await readModelInfo(modelDir);
 const tokenizer = await HfTokenizer.load(modelDir);
 const serverEnv = (dir: string) => ({
@@ -79,6 +84,8 @@ const server = await startServer(serverEnv(modelDir));
 const q4Server: ServerProcess | undefined = q4Dir ? await startServer(serverEnv(q4Dir)) : undefined;
 // The same 4-bit import served at accuracy_level 4 (int8 activations): the like-for-like contender for llama.cpp.
 const int8Server: ServerProcess | undefined = q4Dir && !args['no-int8'] ? await startServer({ ...serverEnv(q4Dir), PATCHBAY_NBITS_ACCURACY: '4' }) : undefined;
+const q4FullServer: ServerProcess | undefined =
+  q4Dir && args.lora && args['lora-full-graph'] ? await startServer({ ...serverEnv(q4Dir), PATCHBAY_BRANCH_SESSIONS: '0' }) : undefined;
 const q4Model = q4Dir ? await readModelInfo(q4Dir) : undefined;
 const bare = await Contender.start('bare', modelDir, threads);
 const peer = await Contender.start('transformers.js', modelDir, threads);
@@ -100,6 +107,7 @@ note('transformers.js', (await peer.run({ prompt, tokens })).text);
 if (q4Server) note('Patchbay q4', (await timeCompletion(q4Server.url, request(q4Model!.id, prompt, tokens))).text);
 if (int8Server) note('Patchbay q4 int8 (accuracy_level 4)', (await timeCompletion(int8Server.url, request(q4Model!.id, prompt, tokens))).text);
 if (q4Server && args.lora) note(`Patchbay q4 + ${args.lora}`, (await timeCompletion(q4Server.url, request(args.lora, prompt, tokens))).text);
+if (q4FullServer) note(`Patchbay q4 + ${args.lora} (full delta graph)`, (await timeCompletion(q4FullServer.url, request(args.lora!, prompt, tokens))).text);
 if (llama) note('llama.cpp', (await llama.run({ prompt, tokens })).text);
 
 /** ORT's idle intra-op threads spin for a while after a run; let them sleep before the next contender starts. */
@@ -119,6 +127,7 @@ for (let t = 0; t < trials; t++) {
   if (q4Server) await time('patchbayQ4', async () => (await timeCompletion(q4Server.url, request(q4Model!.id, prompt, tokens))).ms);
   if (int8Server) await time('patchbayQ4Int8', async () => (await timeCompletion(int8Server.url, request(q4Model!.id, prompt, tokens))).ms);
   if (q4Server && args.lora) await time('patchbayQ4Lora', async () => (await timeCompletion(q4Server.url, request(args.lora!, prompt, tokens))).ms);
+  if (q4FullServer) await time('patchbayQ4LoraFullGraph', async () => (await timeCompletion(q4FullServer.url, request(args.lora!, prompt, tokens))).ms);
   await time('bare', async () => (await bare.run({ prompt, tokens })).ms);
   await time('peer', async () => (await peer.run({ prompt, tokens })).ms);
   if (llama) await time('llamaCpp', async () => (await llama.run({ prompt, tokens })).ms);
@@ -140,6 +149,7 @@ for (let t = 0; t < trials; t++) {
 await server.stop();
 await q4Server?.stop();
 await int8Server?.stop();
+await q4FullServer?.stop();
 bare.stop();
 peer.stop();
 llama?.stop();
@@ -154,6 +164,7 @@ const weightBytes = {
 const rate = (n: number, list: number[] | undefined) => (list ? (1000 * n) / median(list) : Number.NaN);
 const range = (list: number[] | undefined, n: number) => (list ? [Math.min(...list), Math.max(...list)].map((v) => (1000 * n) / v).reverse() : []);
 const results = {
+  loadAverage: { before: loadBefore, after: loadavg() },
   model: model.id,
   q4Model: q4Model?.id ?? null,
   gguf: gguf ?? null,
@@ -168,6 +179,7 @@ const results = {
   speedRatioPatchbayToTransformersJs: median(ms.peer!) / median(ms.patchbay!),
   ...(q4Server ? { speedRatioQ4ToF32: median(ms.patchbay!) / median(ms.patchbayQ4!) } : {}),
   ...(args.lora ? { latencyRatioQ4LoraToQ4: median(ms.patchbayQ4Lora!) / median(ms.patchbayQ4!) } : {}),
+  ...(q4FullServer ? { latencyRatioQ4LoraFullGraphToQ4: median(ms.patchbayQ4LoraFullGraph!) / median(ms.patchbayQ4!) } : {}),
   ...(llama && q4Server ? { speedRatioQ4ToLlamaCpp: median(ms.llamaCpp!) / median(ms.patchbayQ4!) } : {}),
   ...(llama && int8Server ? { speedRatioQ4Int8ToLlamaCpp: median(ms.llamaCpp!) / median(ms.patchbayQ4Int8!) } : {}),
   concurrent: {
@@ -188,11 +200,13 @@ const results = {
 const w = [56, 12];
 const line = (label: string, v: number | undefined) => v !== undefined && !Number.isNaN(v) && console.log(row([label, v], w));
 console.log(`\nbench/serve — ${model.id}${q4Model ? ` + ${q4Model.id}` : ''}${gguf ? ' + llama.cpp' : ''}, ${promptIds.length} prompt tokens → ${tokens} new tokens, ${trials} trials, ${threads} threads`);
+console.log(`load average (1/5/15 min) before ${loadBefore.map((x) => x.toFixed(2)).join(' ')}, after ${results.loadAverage.after.map((x) => x.toFixed(2)).join(' ')}`);
 console.log(row(['measure', 'value'], w));
 line('Patchbay f32 HTTP, batch 1 (tok/s)', results.batch1TokPerS.patchbay);
 line('Patchbay q4 HTTP, batch 1 (tok/s)', results.batch1TokPerS.patchbayQ4);
 line('Patchbay q4 int8 (accuracy_level 4) HTTP, batch 1 (tok/s)', results.batch1TokPerS.patchbayQ4Int8);
 line(`Patchbay q4 + ${args.lora} HTTP, batch 1 (tok/s)`, results.batch1TokPerS.patchbayQ4Lora);
+line(`  same, full delta graph (BRANCH_SESSIONS=0) (tok/s)`, results.batch1TokPerS.patchbayQ4LoraFullGraph);
 line('bare onnxruntime-node loop f32, batch 1 (tok/s)', results.batch1TokPerS.bare);
 line('transformers.js pipeline f32, batch 1 (tok/s)', results.batch1TokPerS.peer);
 line('llama.cpp (node-llama-cpp), batch 1 (tok/s)', results.batch1TokPerS.llamaCpp);
@@ -202,6 +216,7 @@ line('speed ratio Patchbay q4 / f32', results.speedRatioQ4ToF32);
 line('speed ratio Patchbay q4 / llama.cpp (goal ≥ 1)', results.speedRatioQ4ToLlamaCpp);
 line('speed ratio Patchbay q4 int8 / llama.cpp (goal ≥ 1)', results.speedRatioQ4Int8ToLlamaCpp);
 line(`latency ratio q4 + LoRA / q4 base (goal ≤ 1.05)`, results.latencyRatioQ4LoraToQ4);
+line(`  same on the full delta graph (before the fix)`, results.latencyRatioQ4LoraFullGraphToQ4);
 line(`Patchbay ${concurrency} concurrent on ${concurrentId} (tok/s)`, results.concurrent.tokPerS);
 line(`  speed-up over batch 1`, results.concurrent.speedupOverBatch1);
 line(`llama.cpp ${concurrency} sequences (tok/s)`, results.concurrent.llamaCppTokPerS);

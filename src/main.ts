@@ -120,6 +120,8 @@ const loading: Promise<Runtime> = loadRuntime({
   ...(config.threads ? { threads: config.threads } : {}),
   ...(config.deltaTargets ? { deltaSelection: config.deltaTargets } : {}),
   plainSession: config.plainSession,
+  branchSessions: config.branchSessions,
+  onBranchSessionError: (err, layers) => logger.warn({ err, layers: layers.size }, 'could not build the session reduced to a batch\'s adapter layers; the full delta graph keeps serving them'),
   ...(config.nbitsAccuracy !== undefined ? { nbitsAccuracy: config.nbitsAccuracy } : {}),
   onStep: (step) => metrics.recordStep(step),
   onSwap(swap) {

@@ -1,5 +1,6 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { BatchKv, pastNames, presentNames, type KvShape } from './batch-kv.ts';
+import { BranchSessions, type BranchSessionsOptions } from './branch-sessions.ts';
 import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
 import { LOGITS_START_INPUT } from './graph/logits-slice.ts';
 
@@ -23,8 +24,11 @@ export interface ForwardResult {
   logitsWidth: number;
   width: number;
   kv: BatchKv;
-  /** Which graph ran: the branch-free one (no row had factors) or the one with delta branches. */
-  graph: 'plain' | 'delta';
+  /**
+   * Which graph ran: the branch-free one (no row had factors), the one with every delta branch, or a copy
+   * that keeps only the branches the batch uses (branch-sessions.ts).
+   */
+  graph: 'plain' | 'delta' | 'delta-used';
 }
 
 export interface EngineOptions {
@@ -38,6 +42,11 @@ export interface EngineOptions {
    * step. It holds a second copy of the weights, hence optional (PATCHBAY_PLAIN_SESSION).
    */
   plainSession?: InferenceSession;
+  /**
+   * Sessions on the delta graph reduced to the layers a batch uses (branch-sessions.ts): how many at most,
+   * and how to build one. Omitted: every adapter step runs on `session`.
+   */
+  branchSessions?: Pick<BranchSessionsOptions, 'build' | 'max' | 'buildAfterSteps' | 'onBuildError'>;
   shape: KvShape;
   vocabSize: number;
   baseVersion: number;
@@ -55,6 +64,7 @@ export class Engine {
   readonly baseVersion: number;
   private readonly deltaLayers: readonly DeltaLayer[];
   private readonly emptyDeltas = new Map<number, Record<string, Tensor>>();
+  private readonly reduced: BranchSessions | undefined;
   private readonly past: string[];
   private readonly present: string[];
   private readonly fetches: string[];
@@ -64,6 +74,7 @@ export class Engine {
     this.session = opts.session;
     this.plainSession = opts.plainSession;
     this.deltaLayers = opts.deltaLayers ?? [];
+    this.reduced = opts.branchSessions && this.deltaLayers.length > 0 ? new BranchSessions({ layers: this.deltaLayers, ...opts.branchSessions }) : undefined;
     this.shape = opts.shape;
     this.vocabSize = opts.vocabSize;
     this.baseVersion = opts.baseVersion;
@@ -97,8 +108,9 @@ export class Engine {
       position_ids: new Tensor('int64', positions, [rows, width]),
     };
     const plain = !deltaFeeds && this.plainSession !== undefined;
-    const session = plain ? this.plainSession! : this.session;
-    if (!plain) Object.assign(feeds, deltaFeeds ?? this.noDeltas(rows));
+    const used = deltaFeeds && this.reduced?.pick(deltaFeeds);
+    const session = plain ? this.plainSession! : used ? used.session : this.session;
+    if (!plain) Object.assign(feeds, used ? used.feeds : deltaFeeds ?? this.noDeltas(rows));
     if (session.inputNames.includes(LOGITS_START_INPUT)) {
       const tail = Math.min(width, Math.max(1, opts.tail ?? 1));
       feeds[LOGITS_START_INPUT] = new Tensor('int64', BigInt64Array.of(BigInt(-tail)), [1]);
@@ -116,14 +128,20 @@ export class Engine {
       allLogits: logits,
       logitsWidth,
       width,
-      graph: plain ? 'plain' : 'delta',
+      graph: plain ? 'plain' : used ? 'delta-used' : 'delta',
       kv: kv.advance(presents, width, tokens.map((t) => t.length)),
     };
+  }
+
+  /** Resolves once no reduced-branch session is being built (branch-sessions.ts). */
+  branchSessionsSettled(): Promise<void> {
+    return this.reduced?.settled() ?? Promise.resolve();
   }
 
   /** Frees the sessions (a retired base version's, once its last sequence ended). Idempotent. */
   release(): Promise<void> {
     this.released ??= (async () => {
+      await this.reduced?.release();
       await this.session.release();
       await this.plainSession?.release();
     })();

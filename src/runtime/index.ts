@@ -7,6 +7,7 @@ import { HfTokenizer, type TextTokenizer } from './tokenizer.ts';
 import { addDeltaBranches, sliceLogits, withNBitsAccuracy, type DeltaRewrite, type DeltaSelection, type NBitsAccuracy } from './graph/index.ts';
 import type { DeltaLayer } from './delta-feeds.ts';
 import { findLinearLayers } from './graph/linear-layers.ts';
+import { keepDeltaBranches } from './graph/keep-branches.ts';
 import { decodeModel, encodeModel } from './graph/onnx.ts';
 import { BaseVersions, type SwapEvent } from './versions/base-versions.ts';
 import { InitializerTable } from './versions/initializer-table.ts';
@@ -38,6 +39,15 @@ export interface RuntimeOptions {
    * `auto` (default): on when the ONNX file is at most PLAIN_SESSION_AUTO_MAX_BYTES.
    */
   plainSession?: 'auto' | 'on' | 'off';
+  /**
+   * How many extra sessions per base version may run the delta graph reduced to the layers a batch's
+   * adapters use (branch-sessions.ts): built once a layer set has run BRANCH_SESSION_AFTER_STEPS steps.
+   * Each holds another copy of the weights. `auto` (default): 2 when the ONNX file is at most
+   * PLAIN_SESSION_AUTO_MAX_BYTES, else 0.
+   */
+  branchSessions?: 'auto' | number;
+  /** Called when a reduced session could not be built (the full delta graph keeps serving). */
+  onBranchSessionError?: (error: unknown, layers: ReadonlySet<string>) => void;
   /**
    * Rewrite `accuracy_level` of every MatMulNBits node (quantized imports) before the session is built:
    * 0 = float32 compute (matches the dequantized model), 4 = int8 activations (faster, approximate).
@@ -71,6 +81,9 @@ export interface Runtime {
 /** Above this, `plainSession: 'auto'` keeps one session: a second copy of the weights costs real memory. */
 export const PLAIN_SESSION_AUTO_MAX_BYTES = 1024 ** 3;
 
+/** Steps a layer set runs on the full delta graph before its reduced session is built (filters one-off requests). */
+export const BRANCH_SESSION_AFTER_STEPS = 8;
+
 /** Loads the base model once: tokenizer, ORT session, scheduler. */
 export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const model = await readModelInfo(opts.modelDir, opts.modelId);
@@ -88,10 +101,23 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   // The pristine bytes of each graph stay in memory: every base version is built from them (versions/).
   const servedTable = InitializerTable.of(rewrite?.bytes ?? plainBytes);
   const plainTable = keepPlain ? InitializerTable.of(plainBytes) : undefined;
+  const wantReduced = opts.branchSessions ?? 'auto';
+  const maxReduced = rewrite === undefined ? 0 : wantReduced === 'auto' ? (original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES ? 2 : 0) : wantReduced;
   const engineFrom = async (baseVersion: number, tensors: ReadonlyMap<string, Float32Array>) => {
-    const session = await createSession(tensors.size > 0 ? servedTable.patched(tensors) : servedTable.bytes, sessionOptions);
+    const served = () => (tensors.size > 0 ? servedTable.patched(tensors) : servedTable.bytes);
+    const session = await createSession(served(), sessionOptions);
     const plainSession = plainTable && (await createSession(tensors.size > 0 ? plainTable.patched(tensors) : plainTable.bytes, sessionOptions));
-    return new Engine({ session, plainSession, deltaLayers, shape: model, vocabSize: model.vocabSize, baseVersion });
+    const branchSessions =
+      maxReduced > 0
+        ? {
+            max: maxReduced,
+            buildAfterSteps: BRANCH_SESSION_AFTER_STEPS,
+            // The version's own (patched) weights, re-derived on demand rather than held per version.
+            build: (keep: ReadonlySet<string>) => createSession(keepDeltaBranches(served(), deltaLayers, keep), sessionOptions),
+            ...(opts.onBranchSessionError ? { onBuildError: opts.onBranchSessionError } : {}),
+          }
+        : undefined;
+    return new Engine({ session, plainSession, deltaLayers, branchSessions, shape: model, vocabSize: model.vocabSize, baseVersion });
   };
   const linearWeights = new Map(
     (rewrite?.linearLayers ?? findLinearLayers(proto)).map((l) => [l.name, { initializer: l.weightName, dIn: l.dIn, dOut: l.dOut }]),

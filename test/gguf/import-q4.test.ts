@@ -18,6 +18,7 @@ import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
 import { addDeltaBranches, findLinearLayers } from '../../src/runtime/graph/index.ts';
 import { decodeModel, encodeModel } from '../../src/runtime/graph/onnx.ts';
 import { sliceLogits } from '../../src/runtime/graph/logits-slice.ts';
+import { keepDeltaBranches } from '../../src/runtime/graph/keep-branches.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
 import { GGUF_FIXTURE, loadReference } from './fixture.ts';
 import type { DeltaBinding, LayerFactors } from '../../src/runtime/types.ts';
@@ -34,8 +35,11 @@ before(async () => {
 });
 after(async () => rm(work, { recursive: true, force: true }));
 
-/** Logits of every prompt's last position, then of 3 decode steps, optionally with per-row deltas. */
-async function run(dir: string, binding?: DeltaBinding): Promise<Float32Array[]> {
+/**
+ * Logits of every prompt's last position, then of 3 decode steps, optionally with per-row deltas. `reduced`:
+ * the decode steps run on a session whose graph keeps only the binding's branches (branch-sessions.ts).
+ */
+async function run(dir: string, binding?: DeltaBinding, reduced = false): Promise<Float32Array[]> {
   const info: ModelInfo = await readModelInfo(dir);
   const model = decodeModel(new Uint8Array(await readFile(info.onnxPath)));
   // The runtime's last-position logits rewrite must find the head through the 4-bit import's Adds.
@@ -43,20 +47,25 @@ async function run(dir: string, binding?: DeltaBinding): Promise<Float32Array[]>
   const bytes = encodeModel(model);
   const rewrite = binding ? addDeltaBranches(bytes, 'all-linear') : undefined;
   const session = await createSession(rewrite?.bytes ?? bytes, { device: 'cpu', threads: 1 });
+  const branchSessions = reduced
+    ? { max: 1, buildAfterSteps: 1, build: (keep: ReadonlySet<string>) => createSession(keepDeltaBranches(rewrite!.bytes, rewrite!.layers, keep), { device: 'cpu', threads: 1 }) }
+    : undefined;
+  const engine = new Engine({ session, deltaLayers: rewrite?.layers ?? [], branchSessions, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
   try {
-    const engine = new Engine({ session, deltaLayers: rewrite?.layers ?? [], shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
     const prompts = loadReference().prompts.map((p) => p.input_ids);
     const feeds = rewrite ? deltaTensors(rewrite.layers, prompts.map(() => binding)) : {};
     const out: Float32Array[] = [];
     let step = await engine.forward(BatchKv.empty(info, prompts.length), prompts, feeds);
     out.push(...step.logits);
+    await engine.branchSessionsSettled();
     for (let s = 0; s < 3; s++) {
       step = await engine.forward(step.kv, prompts.map((_, b) => [(s * 7 + b) % info.vocabSize]), feeds);
+      assert.equal(step.graph, reduced ? 'delta-used' : 'delta');
       out.push(...step.logits);
     }
     return out;
   } finally {
-    await session.release();
+    await engine.release();
   }
 }
 
@@ -127,4 +136,9 @@ test('a LoRA on the 4-bit base gives the same logits as on the f32 base', async 
   assert.ok(worst(f32, await run(dirs.f32!)) > 1e-2, 'the LoRA changes the logits');
   const diff = worst(q4, f32);
   assert.ok(diff <= TOL, `LoRA on q4 vs on f32: max |Δlogit| ${diff}`);
+  // The graph reduced to the LoRA's 8 layers (of 14 with branches) drops branches that added exact zeros.
+  const q4Reduced = await run(dirs.q4!, binding, true);
+  const same = worst(q4Reduced, q4);
+  assert.ok(same <= 1e-6, `reduced vs full delta graph on q4: max |Δlogit| ${same}`);
+  assert.ok(worst(q4Reduced, f32) <= TOL);
 });
