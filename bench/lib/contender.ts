@@ -37,9 +37,15 @@ export class Contender {
     return new Contender(child);
   }
 
+  /** Rejects if the contender's process dies mid-run (it did under memory pressure: a crash must not hang the bench). */
   run(job: Job): Promise<Done> {
-    return new Promise((resolve) => {
-      this.child.once('message', (m) => resolve(m as Done));
+    return new Promise((resolve, reject) => {
+      const died = (code: number | null, signal: string | null) => reject(new Error(`contender process exited (code ${code}, signal ${signal}) during a run`));
+      this.child.once('exit', died);
+      this.child.once('message', (m) => {
+        this.child.off('exit', died);
+        resolve(m as Done);
+      });
       this.child.send(job);
     });
   }

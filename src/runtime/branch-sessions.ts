@@ -16,6 +16,9 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import type { DeltaLayer } from './delta-feeds.ts';
 
+/** Layer sets whose steps are counted at once (each key is the set's layer names). */
+const MAX_COUNTED_SETS = 256;
+
 export interface BranchSessionsOptions {
   layers: readonly DeltaLayer[];
   /** Builds a session on the delta graph reduced to `keep` (branches of other layers removed). */
@@ -76,9 +79,12 @@ export class BranchSessions {
       }
       return { session: best.session, feeds: restricted };
     }
+    if (this.reduced.length >= this.opts.max || this.failed.has(usage.key)) return undefined;
+    // Counts per layer set; forgotten wholesale if many distinct sets pass by without reaching the threshold.
+    if (this.steps.size >= MAX_COUNTED_SETS && !this.steps.has(usage.key)) this.steps.clear();
     const n = (this.steps.get(usage.key) ?? 0) + 1;
     this.steps.set(usage.key, n);
-    if (n >= this.opts.buildAfterSteps && !this.building && this.reduced.length < this.opts.max && !this.failed.has(usage.key)) {
+    if (n >= this.opts.buildAfterSteps && !this.building) {
       this.building = this.buildFor(usage).finally(() => (this.building = undefined));
     }
     return undefined;
