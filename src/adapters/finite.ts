@@ -9,3 +9,17 @@ export function assertFinite(id: string, tensor: string, data: ArrayLike<number>
     }
   }
 }
+
+/**
+ * Whether every value is finite, in one branch-free pass: x − x is 0 for a finite x and NaN for NaN or ±Inf,
+ * and one NaN makes the sum NaN. Loaders fuse the same accumulation into their compile loops and call
+ * `assertFinite` (which finds the index for the message) only when it reports a problem.
+ */
+export function allFinite(data: Float32Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    acc += v - v;
+  }
+  return acc === 0;
+}

@@ -2,7 +2,7 @@
  * Adapter kinds Patchbay can load. Adding a kind = its own file implementing `AdapterKind` + one line here.
  */
 import { basename } from 'node:path';
-import { assertAdapterDir } from './adapter-files.ts';
+import { adapterSource, type AdapterSource } from './adapter-files.ts';
 import { invalidAdapter, type AttachTarget } from './attach-target.ts';
 import type { AdapterKind, LoadedAdapter } from './kind.ts';
 import { loraKind } from './lora.ts';
@@ -13,22 +13,33 @@ export const ADAPTER_KINDS: readonly AdapterKind[] = [
   s2ftKind,
 ];
 
-export async function detectKind(dir: string, id = basename(dir)): Promise<AdapterKind> {
-  await assertAdapterDir(id, dir);
-  for (const k of ADAPTER_KINDS) if (await k.detect(dir)) return k;
-  throw invalidAdapter(id, `is no known adapter kind (${ADAPTER_KINDS.map((k) => k.kind).join(', ')}): adapter_config.json missing or its peft_type unsupported`, 'unsupported_adapter_feature');
+function kindOf(src: AdapterSource): AdapterKind {
+  for (const k of ADAPTER_KINDS) if (k.detect(src.config)) return k;
+  throw invalidAdapter(src.id, `is no known adapter kind (${ADAPTER_KINDS.map((k) => k.kind).join(', ')}): adapter_config.json missing or its peft_type unsupported`, 'unsupported_adapter_feature');
 }
 
-/** Load the adapter in `dir` (id defaults to the directory name): 404 when absent, 400 when it does not fit. */
+/** The kind of the adapter in `dir`: 404 when there is no such directory, 400 when no kind claims it. */
+export async function detectKind(dir: string, id = basename(dir)): Promise<AdapterKind> {
+  return kindOf(await adapterSource(id, dir, 'check'));
+}
+
+/**
+ * Load the adapter in `dir` (id defaults to the directory name): 404 when absent, 400 when it does not fit.
+ * Each file is read once (adapter-files.ts); the weights read starts alongside the config read.
+ */
 export async function loadAdapter(dir: string, target: AttachTarget, id = basename(dir)): Promise<LoadedAdapter> {
-  const kind = await detectKind(dir, id);
-  return kind.load(dir, target, id);
+  const src = await adapterSource(id, dir, 'load');
+  try {
+    return await kindOf(src).load(src, target);
+  } finally {
+    src.release();
+  }
 }
 
 /** Header-only validation of the adapter in `dir` against `target` (see AdapterKind.check). */
 export async function checkAdapter(dir: string, target: AttachTarget, id = basename(dir)): Promise<void> {
-  const kind = await detectKind(dir, id);
-  await kind.check(dir, target, id);
+  const src = await adapterSource(id, dir, 'check');
+  await kindOf(src).check(src, target);
 }
 
 export type { AdapterKind, LoadedAdapter } from './kind.ts';

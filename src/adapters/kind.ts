@@ -4,6 +4,7 @@
  * Adding a kind = a file implementing `AdapterKind` + one line in ./index.ts.
  */
 import type { DeltaBinding, LayerFactors } from '../runtime/types.ts';
+import type { AdapterSource } from './adapter-files.ts';
 import type { AttachTarget } from './attach-target.ts';
 
 export interface LoadedAdapter {
@@ -22,16 +23,16 @@ export interface LoadedAdapter {
 
 export interface AdapterKind {
   readonly kind: string;
-  /** Whether `dir` holds an adapter of this kind (cheap: reads the config only). */
-  detect(dir: string): Promise<boolean>;
-  /** Validate against `target` (header-first: shapes before tensor bytes) and compile to factors. */
-  load(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter>;
+  /** Whether the directory's parsed adapter_config.json (undefined when absent) is of this kind. */
+  detect(config: unknown): boolean;
+  /** Validate against `target` (header-first: shapes before tensor bytes are decoded) and compile to factors. */
+  load(src: AdapterSource, target: AttachTarget): Promise<LoadedAdapter>;
   /**
    * The same validation as `load` up to (not including) reading tensor bytes: config, base model name,
    * module names and shapes from the safetensors header. Throws what `load` would; cheap enough to run on
    * every adapter directory at startup, so only adapters that fit the served base are listed.
    */
-  check(dir: string, target: AttachTarget, id: string): Promise<void>;
+  check(src: AdapterSource, target: AttachTarget): Promise<void>;
 }
 
 /** Bytes held by a binding's factors (what the registry's LRU counts) and its largest per-layer rank. */

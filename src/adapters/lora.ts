@@ -9,13 +9,15 @@
  *     b = s·Bᵀ    [r, d_out]    b[j, o] = s·B[o, j]
  *
  * Load order (header first): config → refused features → tensor names → modules resolvable and
- * targeted → shapes against the graph — all before a tensor byte is read. See peft-config.ts for
- * the matching rules.
+ * targeted → shapes against the graph — all before a tensor byte is decoded (the file itself is read
+ * whole, in one read, when loading: adapter-files.ts). See peft-config.ts for the matching rules.
+ * The finiteness check rides along in the compile loop (one pass over the values, not two).
  */
 import { z } from 'zod';
 import type { LayerFactors } from '../runtime/types.ts';
-import { assertAdapterDir, CONFIG_FILE, openWeights, peftType, readConfigJson } from './adapter-files.ts';
+import { CONFIG_FILE, configPeftType, type AdapterSource } from './adapter-files.ts';
 import { checkBaseModel, invalidAdapter, resolveModules, type AttachTarget } from './attach-target.ts';
+import { Slicer } from './cooperative.ts';
 import { assertFinite } from './finite.ts';
 import { loadedAdapter, type AdapterKind, type LoadedAdapter } from './kind.ts';
 import { isTargeted, moduleScaling, PeftLoraConfigSchema, unsupportedFeatures, type PeftLoraConfig } from './peft-config.ts';
@@ -35,22 +37,22 @@ const REFUSED_TENSORS: ReadonlyArray<[RegExp, string]> = [
 
 export const loraKind: AdapterKind = {
   kind: 'lora',
-  async detect(dir) {
-    return (await peftType(dir)) === 'LORA';
+  detect(config) {
+    return configPeftType(config) === 'LORA';
   },
   load: loadLora,
-  async check(dir, target, id) {
-    const { file } = await planLora(dir, target, id);
+  async check(src, target) {
+    const { file } = await planLora(src, target);
     await file.close();
   },
 };
 
-/** Everything checked before a tensor byte is read: config, base, names, targets, shapes. */
-async function planLora(dir: string, target: AttachTarget, id: string) {
-  await assertAdapterDir(id, dir);
-  const cfg = parseConfig(id, await readConfigJson(dir, id));
+/** Everything checked before a tensor byte is decoded: config, base, names, targets, shapes. */
+async function planLora(src: AdapterSource, target: AttachTarget) {
+  const { id } = src;
+  const cfg = parseConfig(id, src.config);
   checkBaseModel(id, cfg.base_model_name_or_path, target);
-  const file = await openWeights(dir, id);
+  const file = await src.weights();
   try {
     const pairs = factorPairs(id, file.header.tensors);
     const layers = resolveModules(id, [...pairs.keys()], target);
@@ -70,16 +72,24 @@ async function planLora(dir: string, target: AttachTarget, id: string) {
   }
 }
 
-async function loadLora(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter> {
-  const { file, plan } = await planLora(dir, target, id);
+async function loadLora(src: AdapterSource, target: AttachTarget): Promise<LoadedAdapter> {
+  const { id } = src;
+  const { file, plan } = await planLora(src, target);
   try {
     const factors = new Map<string, LayerFactors>();
+    const slicer = new Slicer();
     for (const p of plan) {
-      const A = (await file.read(p.A.name)).data as Float32Array;
-      const B = (await file.read(p.B.name)).data as Float32Array;
-      assertFinite(id, p.A.name, A);
-      assertFinite(id, p.B.name, B);
-      factors.set(p.module, compileLora(A, B, p.r, p.dIn, p.dOut, p.scale));
+      // Views of the file's buffer (F32): compileLora makes the one copy the factors need.
+      const A = (await file.read(p.A.name, { view: true })).data as Float32Array;
+      const B = (await file.read(p.B.name, { view: true })).data as Float32Array;
+      const { factors: f, finite } = compileLoraChecked(A, B, p.r, p.dIn, p.dOut, p.scale);
+      if (!finite) {
+        assertFinite(id, p.A.name, A);
+        assertFinite(id, p.B.name, B);
+        throw invalidAdapter(id, `module ${p.module}: lora_B × scaling ${p.scale} overflows float32`, 'adapter_not_finite');
+      }
+      factors.set(p.module, f);
+      await slicer.pause();
     }
     return loadedAdapter(id, 'lora', factors);
   } finally {
@@ -141,9 +151,30 @@ function checkShapes(id: string, module: string, A: TensorInfo, B: TensorInfo, r
 
 /** a = Aᵀ [d_in, r], b = s·Bᵀ [r, d_out] from row-major A [r, d_in], B [d_out, r]. */
 export function compileLora(A: Float32Array, B: Float32Array, r: number, dIn: number, dOut: number, scale: number): LayerFactors {
+  return compileLoraChecked(A, B, r, dIn, dOut, scale).factors;
+}
+
+/**
+ * compileLora plus whether every compiled value is finite, accumulated in the same loops (x − x is 0 for
+ * finite x, NaN for NaN/±Inf; see finite.ts): a NaN or Inf in A or B, or s·B overflowing, gives `finite: false`.
+ */
+export function compileLoraChecked(A: Float32Array, B: Float32Array, r: number, dIn: number, dOut: number, scale: number): { factors: LayerFactors; finite: boolean } {
   const a = new Float32Array(dIn * r);
   const b = new Float32Array(r * dOut);
-  for (let j = 0; j < r; j++) for (let i = 0; i < dIn; i++) a[i * r + j] = A[j * dIn + i]!;
-  for (let o = 0; o < dOut; o++) for (let j = 0; j < r; j++) b[j * dOut + o] = scale * B[o * r + j]!;
-  return { rank: r, a, b };
+  let acc = 0;
+  for (let j = 0; j < r; j++) {
+    for (let i = 0; i < dIn; i++) {
+      const v = A[j * dIn + i]!;
+      a[i * r + j] = v;
+      acc += v - v;
+    }
+  }
+  for (let o = 0; o < dOut; o++) {
+    for (let j = 0; j < r; j++) {
+      const v = Math.fround(scale * B[o * r + j]!);
+      b[j * dOut + o] = v;
+      acc += v - v;
+    }
+  }
+  return { factors: { rank: r, a, b }, finite: acc === 0 };
 }

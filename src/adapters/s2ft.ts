@@ -12,28 +12,29 @@
  */
 import { z } from 'zod';
 import type { LayerFactors } from '../runtime/types.ts';
-import { assertAdapterDir, CONFIG_FILE, openWeights, peftType, readConfigJson } from './adapter-files.ts';
+import { CONFIG_FILE, configPeftType, type AdapterSource } from './adapter-files.ts';
 import { checkBaseModel, invalidAdapter, resolveModules, type AttachLayer, type AttachTarget } from './attach-target.ts';
-import { assertFinite } from './finite.ts';
+import { Slicer } from './cooperative.ts';
+import { allFinite, assertFinite } from './finite.ts';
 import { loadedAdapter, type AdapterKind, type LoadedAdapter } from './kind.ts';
 import { idxName, S2ftConfigSchema, sName, type S2ftAxis } from './s2ft-format.ts';
 
 export const s2ftKind: AdapterKind = {
   kind: 's2ft',
-  async detect(dir) {
-    return (await peftType(dir)) === 'S2FT';
+  detect(config) {
+    return configPeftType(config) === 'S2FT';
   },
   load: loadS2ft,
-  async check(dir, target, id) {
-    const { file } = await planS2ft(dir, target, id);
+  async check(src, target) {
+    const { file } = await planS2ft(src, target);
     await file.close();
   },
 };
 
 /** Everything checked before a tensor byte is read: config, base, modules, tensor names and shapes. */
-async function planS2ft(dir: string, target: AttachTarget, id: string) {
-  await assertAdapterDir(id, dir);
-  const raw = await readConfigJson(dir, id);
+async function planS2ft(src: AdapterSource, target: AttachTarget) {
+  const { id } = src;
+  const raw = src.config;
   if (raw === undefined) throw invalidAdapter(id, `${CONFIG_FILE} is missing`);
   const parsed = S2ftConfigSchema.safeParse(raw);
   if (!parsed.success) throw invalidAdapter(id, `${CONFIG_FILE}: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`);
@@ -43,7 +44,7 @@ async function planS2ft(dir: string, target: AttachTarget, id: string) {
   if (modules.length === 0) throw invalidAdapter(id, 'S2FT config lists no modules');
   const layers = resolveModules(id, modules, target);
 
-  const file = await openWeights(dir, id);
+  const file = await src.weights();
   try {
     const expected = new Set(modules.flatMap((m) => [idxName(m), sName(m)]));
     for (const name of file.header.tensors.keys()) {
@@ -57,19 +58,23 @@ async function planS2ft(dir: string, target: AttachTarget, id: string) {
   }
 }
 
-async function loadS2ft(dir: string, target: AttachTarget, id: string): Promise<LoadedAdapter> {
-  const { file, cfg, modules, layers } = await planS2ft(dir, target, id);
+async function loadS2ft(src: AdapterSource, target: AttachTarget): Promise<LoadedAdapter> {
+  const { id } = src;
+  const { file, cfg, modules, layers } = await planS2ft(src, target);
   try {
     const factors = new Map<string, LayerFactors>();
+    const slicer = new Slicer();
     for (const m of modules) {
       const idxT = await file.read(idxName(m));
       const idx = idxT.dtype === 'I64' ? Int32Array.from(idxT.data, Number) : (idxT.data as Int32Array);
-      const S = (await file.read(sName(m))).data as Float32Array;
-      assertFinite(id, sName(m), S);
+      // A view of the file's buffer (F32): compileS2ft makes the one copy the factors need.
+      const S = (await file.read(sName(m), { view: true })).data as Float32Array;
+      if (!allFinite(S)) assertFinite(id, sName(m), S);
       const layer = layers.get(m)!;
       const axis = cfg.modules[m]!.axis;
       checkIdx(id, m, idx, axis === 'output' ? layer.dOut : layer.dIn, axis);
       factors.set(m, compileS2ft(axis, idx, S, layer.dIn, layer.dOut));
+      await slicer.pause();
     }
     return loadedAdapter(id, 's2ft', factors);
   } finally {

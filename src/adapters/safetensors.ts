@@ -194,38 +194,76 @@ export function decodeSafetensors(buf: Uint8Array, source = '<buffer>'): { heade
   };
 }
 
-/** A safetensors file opened for header-first reading: `open` reads and validates only the header. */
+/**
+ * A safetensors file: `open` reads and validates only the header, and `read` then fetches one tensor at a
+ * time (header-first: a loader validates names and shapes before any tensor byte is read). With
+ * `wholeUpTo`, a file of at most that many bytes is instead read whole in one read (one thread-pool round
+ * trip instead of 2 + one per tensor) and its handle closed at once; the header is validated the same way,
+ * and `read` decodes from memory — F32 tensors as views of that buffer, not copies, when `view` is asked.
+ */
 export class SafetensorsFile {
+  private closing: Promise<void> | undefined;
+
   private constructor(
     private readonly handle: FileHandle,
     readonly path: string,
     readonly header: SafetensorsHeader,
-  ) {}
+    private readonly whole: Uint8Array | undefined,
+  ) {
+    // Read whole: the descriptor is not needed any more (a read-only close has nothing to report).
+    if (whole) this.closing = handle.close().catch(() => undefined);
+  }
 
-  static async open(path: string): Promise<SafetensorsFile> {
+  static async open(path: string, opts: { wholeUpTo?: number } = {}): Promise<SafetensorsFile> {
     const handle = await open(path, 'r');
     try {
-      const size = (await handle.stat()).size;
+      const st = await handle.stat();
+      // open(2) succeeds on a directory; say "missing" the way a missing file does.
+      if (!st.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EISDIR' });
+      const size = st.size;
+      if (opts.wholeUpTo !== undefined && size <= opts.wholeUpTo) {
+        const buf = await readExactly(handle, 0, size);
+        const n = parseHeaderLength(buf, size, path);
+        return new SafetensorsFile(handle, path, parseHeader(buf.subarray(8, 8 + n), size - 8 - n, path), buf);
+      }
       const prefix = await readExactly(handle, 0, Math.min(8, size));
       const n = parseHeaderLength(prefix, size, path);
       const json = await readExactly(handle, 8, n);
       const header = parseHeader(json, size - 8 - n, path);
-      return new SafetensorsFile(handle, path, header);
+      return new SafetensorsFile(handle, path, header, undefined);
     } catch (e) {
       await handle.close();
       throw e;
     }
   }
 
-  async read(name: string): Promise<TensorData> {
+  /**
+   * One tensor, decoded. `view: true` lets an F32 tensor of a file read whole alias the file's buffer
+   * (no copy; the caller must not write to it) — loaders that compile factors from it right away use it.
+   */
+  async read(name: string, opts: { view?: boolean } = {}): Promise<TensorData> {
     const info = this.header.tensors.get(name);
     if (!info) throw invalidSafetensors(this.path, `no tensor ${JSON.stringify(name)}`);
-    return decodeTensor(info, await readExactly(this.handle, this.header.dataStart + info.begin, info.end - info.begin));
+    const start = this.header.dataStart + info.begin;
+    if (this.whole) {
+      const bytes = this.whole.subarray(start, this.header.dataStart + info.end);
+      return opts.view ? viewTensor(info, bytes) : decodeTensor(info, bytes);
+    }
+    return decodeTensor(info, await readExactly(this.handle, start, info.end - info.begin));
   }
 
   async close(): Promise<void> {
-    await this.handle.close();
+    this.closing ??= this.handle.close();
+    await this.closing;
   }
+}
+
+/** An F32 tensor as a Float32Array over `bytes` itself when the host is little-endian and it is aligned; else decoded (copied). */
+function viewTensor(info: TensorInfo, bytes: Uint8Array): TensorData {
+  if (info.dtype === 'F32' && LITTLE_ENDIAN_HOST && bytes.byteOffset % 4 === 0) {
+    return { dtype: 'F32', shape: info.shape, data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
+  }
+  return decodeTensor(info, bytes);
 }
 
 async function readExactly(handle: FileHandle, position: number, length: number): Promise<Uint8Array> {

@@ -3,7 +3,7 @@
  * `..` and symlinked directories are resolved), and every entry of the adapter directory is resolved too,
  * so a file that symlinks out (e.g. `adapter_model.safetensors -> /etc/shadow`) is refused before it is read.
  */
-import { readdir, realpath, stat } from 'node:fs/promises';
+import { readdir, realpath } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { badRequest } from '../errors.ts';
 
@@ -34,24 +34,34 @@ export interface Confinement {
  * `shown` is what the message calls the path (admins see paths; request errors are rewritten by the caller).
  */
 export async function confineAdapterDir(path: string, c: Confinement, param: string, shown = path): Promise<string> {
-  const real = await realpath(path).catch(() => undefined);
-  if (!real || !(await stat(real)).isDirectory()) {
-    throw badRequest(`adapter path ${shown} is not a directory on the server`, param, 'adapter_path_not_found');
-  }
-  const roots = await realRoots(c.roots);
+  // All three at once: this runs on every cold load, and each awaited fs call is a thread-pool round trip.
+  // readdir(path) lists what realpath(path) names (a swap of links in between is no more than adding an
+  // escaping link right after this check, which the check cannot prevent either). readdir of a
+  // non-directory fails (ENOTDIR): that is the directory check.
+  const [real, roots, entries] = await Promise.all([
+    realpath(path).catch(() => undefined),
+    realRoots(c.roots),
+    readdir(path, { withFileTypes: true }).catch(() => undefined),
+  ]);
+  const notDir = () => badRequest(`adapter path ${shown} is not a directory on the server`, param, 'adapter_path_not_found');
+  if (!real) throw notDir();
   const root = roots.find((r) => inside(real, r));
   if (!root) {
     const via = real === path || !c.showPaths ? '' : ` (it resolves to ${real})`;
     const allowed = c.showPaths ? `; allowed: ${c.roots.join(', ') || '(none exist)'}` : '';
     throw badRequest(`adapter path ${shown} is outside the directories adapters may be loaded from${via}${allowed} (${c.setting})`, param, 'adapter_path_not_allowed');
   }
-  for (const entry of await readdir(real)) {
-    const target = await realpath(join(real, entry)).catch(() => undefined);
+  if (!entries) throw notDir();
+  // Only symbolic links can lead out: a plain entry of a directory inside the root is inside it too.
+  const links = entries.filter((e) => e.isSymbolicLink()).map((e) => e.name);
+  const targets = await Promise.all(links.map((name) => realpath(join(real, name)).catch(() => undefined)));
+  links.forEach((entry, i) => {
+    const target = targets[i];
     // A dangling link reads as missing later (a 400 naming the file); one pointing outside is refused now.
     if (target && !inside(target, root)) {
       const where = c.showPaths ? root : 'the allowed directory';
       throw badRequest(`adapter path ${shown}: ${entry} links outside ${where} (${c.setting}); refusing to read it`, param, 'adapter_path_not_allowed');
     }
-  }
+  });
   return real;
 }

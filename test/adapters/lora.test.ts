@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PatchbayError } from '../../src/errors.ts';
 import { loadAdapter } from '../../src/adapters/index.ts';
@@ -106,6 +107,9 @@ const rejections: Array<[string, unknown, () => Record<string, TensorToWrite> | 
   ['integer factors', BASE, () => ({ [`base_model.model.${c}.lora_A.weight`]: { dtype: 'I32', shape: [4, 8], data: new Int32Array(32) }, [`base_model.model.${c}.lora_B.weight`]: { dtype: 'F32', shape: [24, 4], data: new Float32Array(96) } }), /is I32, expected a float dtype/, 'invalid_adapter'],
   ['not targeted by config', { ...BASE, target_modules: ['c_proj'] }, ok, /has LoRA tensors but adapter_config.json target_modules \["c_proj"\] does not select it/, 'invalid_adapter'],
   ['excluded by config', { ...BASE, exclude_modules: ['h.0.attn.c_attn'] }, ok, /does not select it/, 'invalid_adapter'],
+  ['NaN in lora_A (found in the compile pass, named with its index)', BASE, () => { const t = ok(); (t[`base_model.model.${c}.lora_A.weight`]!.data as Float32Array)[5] = Number.NaN; return t; }, /tensor base_model.model.transformer.h.0.attn.c_attn.lora_A.weight holds NaN at flat index 5/, 'adapter_not_finite'],
+  ['-Inf in lora_B', BASE, () => { const t = ok(); (t[`base_model.model.${c}.lora_B.weight`]!.data as Float32Array)[95] = -Infinity; return t; }, /lora_B.weight holds -Infinity at flat index 95/, 'adapter_not_finite'],
+  ['alpha/r · lora_B overflowing float32', { ...BASE, lora_alpha: 1e38 }, () => { const t = ok(); (t[`base_model.model.${c}.lora_B.weight`]!.data as Float32Array).fill(100); return t; }, /lora_B × scaling 2\.5e\+37 overflows float32/, 'adapter_not_finite'],
   ['corrupt safetensors', BASE, () => new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, 0x7b]), /invalid safetensors .*header length 1 is too short/, 'invalid_safetensors'],
 ];
 
@@ -120,6 +124,15 @@ for (const [name, cfg, tensors, message, code] of rejections) {
     });
   });
 }
+
+test('a missing weights file → 400 naming it; a config refused first is what the answer says (read-ahead weights closed)', async () => {
+  const dir = await writeAdapter(join(await tempDir(), 'ad'), BASE, ok());
+  await rm(join(dir, 'adapter_model.safetensors'));
+  await assert.rejects(loadAdapter(dir, target()), /adapter ad: adapter_model.safetensors is missing/);
+  const bad = await writeAdapter(join(await tempDir(), 'ad'), { ...BASE, use_dora: true }, ok());
+  await rm(join(bad, 'adapter_model.safetensors'));
+  await assert.rejects(loadAdapter(bad, target()), /DoRA/);
+});
 
 test('unknown adapter directory → 404', async () => {
   await assert.rejects(loadAdapter(join(await tempDir(), 'nope'), target()), (e: unknown) => e instanceof PatchbayError && e.status === 404);

@@ -104,6 +104,7 @@ for (const [name, bytes, message] of corrupt) {
     const dir = await mkdtemp(join(tmpdir(), 'st-'));
     await writeFile(join(dir, 'bad.safetensors'), bytes);
     await assert.rejects(SafetensorsFile.open(join(dir, 'bad.safetensors')), check);
+    await assert.rejects(SafetensorsFile.open(join(dir, 'bad.safetensors'), { wholeUpTo: 1 << 20 }), check, 'read whole: the same refusal');
   });
 }
 
@@ -114,4 +115,32 @@ test('a valid header reads no tensor bytes until asked', async () => {
   const f = await SafetensorsFile.open(path);
   assert.deepEqual(f.header.tensors.get('w'), { name: 'w', dtype: 'F32', shape: [256, 256], begin: 0, end: 262144 });
   await f.close();
+});
+
+test('read whole (wholeUpTo): same header and tensors as header-first; views alias the file buffer, reads copy', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'st-'));
+  const path = join(dir, 'w.safetensors');
+  const f32 = Float32Array.from({ length: 24 }, (_, i) => i / 8 - 1);
+  await writeFile(path, encodeSafetensors({ a: { dtype: 'F32', shape: [4, 6], data: f32 }, h: { dtype: 'F16', shape: [3], data: new Float32Array([1, -2, 0.5]) }, i: { dtype: 'I32', shape: [2], data: new Int32Array([3, -4]) } }));
+  const parts = await SafetensorsFile.open(path);
+  const whole = await SafetensorsFile.open(path, { wholeUpTo: 1 << 20 });
+  const small = await SafetensorsFile.open(path, { wholeUpTo: 16 });
+  try {
+    assert.deepEqual([...whole.header.tensors], [...parts.header.tensors]);
+    for (const name of ['a', 'h', 'i']) {
+      assert.deepEqual(await whole.read(name), await parts.read(name));
+      assert.deepEqual(await whole.read(name, { view: true }), await parts.read(name));
+      assert.deepEqual(await small.read(name, { view: true }), await parts.read(name), 'over the limit: header-first reads');
+    }
+    const v1 = (await whole.read('a', { view: true })).data as Float32Array;
+    const v2 = (await whole.read('a', { view: true })).data as Float32Array;
+    assert.equal(v1.buffer, v2.buffer, 'an F32 view is no copy');
+    const copy = (await whole.read('a')).data as Float32Array;
+    assert.notEqual(copy.buffer, v1.buffer, 'read without view copies');
+  } finally {
+    await Promise.all([parts.close(), whole.close(), small.close()]);
+  }
+  // A directory where the file should be is refused as such, not read.
+  await writeFile(join(dir, 'x'), '');
+  await assert.rejects(SafetensorsFile.open(dir, { wholeUpTo: 1 << 20 }), (e: NodeJS.ErrnoException) => e.code === 'EISDIR');
 });
