@@ -1,17 +1,17 @@
-import { existsSync, statSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { LoadedAdapter } from '../adapters/index.ts';
 import { misfit, timedLoad } from './adapter-scan.ts';
 import type { AdapterEntry, RegistryOptions, RegistryStats, WeightedId } from './registry-types.ts';
 import { notFound, PatchbayError } from '../errors.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
-import { isPatchDir } from '../patches/rws-patch.ts';
-import { isAdapterId, type AdapterId } from './adapter-id.ts';
-import { adapterChanged, adapterTooLarge, deltaDisabled, forRequest, isMerge, mergeSourceMissing, pinnedBudgetExceeded } from './errors.ts';
+import { adapterId, type AdapterId } from './adapter-id.ts';
+import { AdapterCatalog, shown, unixSeconds } from './adapter-catalog.ts';
+import type { AdapterRecord } from './adapter-store.ts';
+import { adapterChanged, adapterTooLarge, deltaDisabled, forRequest, isMerge, pinnedBudgetExceeded } from './errors.ts';
 import { FailureCache } from './failure-cache.ts';
 import { buildMerge } from './merge-build.ts';
 import type { MergeRecipe } from './merge-recipe.ts';
+import { NamedMerges } from './named-merges.ts';
 import { confineAdapterDir, type Confinement } from './path-confinement.ts';
 import { ResidentCache, type Resident } from './resident-cache.ts';
 
@@ -20,38 +20,48 @@ export { deltaDisabled } from './errors.ts';
 export type { AdapterEntry, HitEvent, LoadEvent, MergeEvent, RegistryOptions, RegistryStats, WeightedId } from './registry-types.ts';
 
 export const DEFAULT_FAILURE_TTL_MS = 10_000;
-/** A cache key as spans, logs and metrics show it: without the internal `#generation` suffixes. */
-const shown = (key: string) => key.replace(/#\d+/g, '');
 /** A lookup whose sources keep changing under it is retried this often before a 409. */
 const ATTEMPTS = 3;
-const unixSeconds = () => Math.floor(Date.now() / 1000);
 
 /**
- * Knows every adapter and named merge by id, keeps recently used factors resident (ResidentCache), and caches
- * exact Task-Arithmetic combinations. Every cache key carries the registration generation of what it was
- * built from (`id#gen`), and a result is used only if its sources are still the registered ones after the
- * await that produced it. A failed load or registration changes nothing. An unregistered directory adapter
- * stays hidden (no rediscovery) until registered again.
+ * Knows every adapter and named merge by id (AdapterCatalog), keeps recently used factors resident
+ * (ResidentCache), and caches exact Task-Arithmetic combinations. Every cache key carries the registration
+ * generation of what it was built from (`id#gen`), and a result is used only if its sources are still the
+ * registered ones after the await that produced it. A failed load or registration changes nothing. An
+ * unregistered directory adapter stays hidden (no rediscovery) until registered again. Admin registrations
+ * are reported to `onAdaptersChanged` (persistence: adapter-store.ts) and restored by `restoreAdapters`.
  */
 export class AdapterRegistry {
-  private readonly entries = new Map<AdapterId, AdapterEntry>();
-  /** Directory adapters found on demand, not yet listed (listed once loaded); one object per id so loads share. */
-  private readonly discovered = new Map<string, AdapterEntry>();
-  /** Ids being registered right now: a second registration of one is a 409, not a race. */
-  private readonly registering = new Set<string>();
-  private readonly hidden = new Set<string>();
-  /** Directory adapters that do not fit the served base (another base's, wrong shapes): id → why. Not listed. */
-  private readonly unfit = new Map<string, string>();
+  private readonly catalog: AdapterCatalog;
   private readonly cache: ResidentCache;
   private readonly failures: FailureCache;
-  private generation = 0;
-  /** Called with every recipe after a merge is created or deleted (persistence). */
-  onMergesChanged: ((recipes: MergeRecipe[]) => Promise<void>) | undefined;
+  private readonly merges: NamedMerges;
+  /** Persisted admin registrations that did not pass validation at start: kept in the store, not served. */
+  private readonly dormant = new Map<string, AdapterRecord>();
+  /** Called with every admin registration (and dormant record) after one is added or removed (persistence). */
+  onAdaptersChanged: ((records: AdapterRecord[]) => Promise<void>) | undefined;
 
   constructor(private readonly opts: RegistryOptions) {
     const onEvict = opts.onEvict;
     this.cache = new ResidentCache({ maxBytes: opts.maxBytes, ...(onEvict ? { onEvict: (key, bytes, reason) => onEvict(shown(key), bytes, reason) } : {}) });
     this.failures = new FailureCache(opts.failureTtlMs ?? DEFAULT_FAILURE_TTL_MS, opts.now);
+    this.catalog = new AdapterCatalog(opts);
+    this.merges = new NamedMerges({
+      catalog: this.catalog,
+      cache: this.cache,
+      opts,
+      adapterBinding: (e, param) => this.adapterBinding(e, param),
+      checkFits: (id, bytes, pinned, param) => this.checkFits(id, bytes, pinned, param),
+    });
+  }
+
+  /** Called with every recipe after a merge is created or deleted (persistence). */
+  get onMergesChanged(): ((recipes: MergeRecipe[]) => Promise<void>) | undefined {
+    return this.merges.onChanged;
+  }
+
+  set onMergesChanged(fn: ((recipes: MergeRecipe[]) => Promise<void>) | undefined) {
+    this.merges.onChanged = fn;
   }
 
   /** The byte-bounded cache, shared with the generator registry: generated factors count against the same budget. */
@@ -72,91 +82,126 @@ export class AdapterRegistry {
    * (bad JSON, corrupt safetensors) stays listed and fails where it is used, as before.
    */
   async scan(): Promise<AdapterEntry[]> {
-    const dir = this.opts.adapterDir;
     const target = this.opts.target;
-    if (dir && existsSync(dir)) {
-      for (const name of (await readdir(dir)).sort()) {
-        if (this.entries.has(name as AdapterId)) continue;
-        const found = this.discover(name);
-        if (!found) continue;
-        if (target) {
-          const why = await misfit(found.path, target, found.id);
-          if (why !== undefined) {
-            this.unfit.set(found.id, why);
-            continue;
-          }
-        }
-        this.discovered.delete(name);
-        this.entries.set(found.id, found);
-      }
-    }
+    await this.catalog.scan(target ? (e) => misfit(e.path, target, e.id) : undefined);
     return this.list();
   }
 
   /** Adapter directories the last scan left out because they do not fit this base, with the reason. */
   unfitAdapters(): { id: string; reason: string }[] {
-    return [...this.unfit].map(([id, reason]) => ({ id, reason }));
+    return [...this.catalog.unfit].map(([id, reason]) => ({ id, reason }));
   }
 
   list(): AdapterEntry[] {
-    return [...this.entries.values()].map((e) => ({ ...e }));
+    return [...this.catalog.entries.values()].map((e) => ({ ...e }));
   }
 
   get(id: string): AdapterEntry | undefined {
-    const e = this.lookup(id);
+    const e = this.catalog.lookup(id);
     return e && { ...e };
   }
 
   has(id: string): boolean {
-    return this.lookup(id) !== undefined;
+    return this.catalog.lookup(id) !== undefined;
   }
 
   isResident(id: string): boolean {
-    const e = this.entries.get(id as AdapterId);
-    return e !== undefined && this.cache.has(this.residentKey(e));
+    const e = this.catalog.entries.get(id as AdapterId);
+    return e !== undefined && this.cache.has(this.catalog.residentKey(e));
   }
 
   isPinnedResident(id: string): boolean {
-    const e = this.entries.get(id as AdapterId);
-    return e !== undefined && this.cache.isPinned(this.residentKey(e));
+    const e = this.catalog.entries.get(id as AdapterId);
+    return e !== undefined && this.cache.isPinned(this.catalog.residentKey(e));
   }
 
-  /** Validates by loading; only a fully loaded adapter becomes visible. 409 if the id is taken. */
-  async register(id: AdapterId, path: string, params = { id: 'id', path: 'path' }, pinned = false): Promise<AdapterEntry> {
+  /**
+   * Validates by loading; only a fully loaded adapter becomes visible, and it is persisted before the call
+   * answers (a failed write undoes the registration). 409 if the id is taken.
+   */
+  async register(id: AdapterId, path: string, params = { id: 'id', path: 'path' }, pinned = false, created = unixSeconds()): Promise<AdapterEntry> {
     if (!this.enabled) throw deltaDisabled();
-    this.assertFree(id, params.id);
-    this.registering.add(id);
+    const { catalog } = this;
+    catalog.assertFree(id, params.id);
+    catalog.registering.add(id);
     try {
       const dir = await confineAdapterDir(resolve(path), this.adminConfinement(), params.path);
       const loaded = await this.load(id, dir, params.path);
       this.checkFits(id, loaded.bytes, pinned);
       const entry: AdapterEntry = {
-        id, path: dir, source: 'admin', created: unixSeconds(), generation: ++this.generation, pinned,
+        id, path: dir, source: 'admin', created, generation: catalog.nextGeneration(), pinned,
         kind: loaded.kind, rank: loaded.rank, bytes: loaded.bytes,
       };
-      this.hidden.delete(id);
-      this.discovered.delete(id);
-      this.entries.set(id, entry);
+      const wasHidden = catalog.hidden.has(id);
+      const dormant = this.dormant.get(id);
+      catalog.list(entry);
+      this.dormant.delete(id);
+      try {
+        await this.onAdaptersChanged?.(this.adapterRecords());
+      } catch (err) {
+        catalog.entries.delete(id);
+        if (wasHidden) catalog.hidden.add(id);
+        if (dormant) this.dormant.set(id, dormant);
+        throw err;
+      }
       const resident = { binding: loaded.binding, bytes: loaded.bytes };
-      if (pinned) this.cache.pin(this.token(entry), resident);
-      else this.cache.put(this.token(entry), resident);
+      if (pinned) this.cache.pin(catalog.token(entry), resident);
+      else this.cache.put(catalog.token(entry), resident);
       return { ...entry };
     } finally {
-      this.registering.delete(id);
+      catalog.registering.delete(id);
     }
   }
 
-  /** Forgets the id, its resident factors and every cached combination and merge built from it. */
-  unregister(id: string, param = 'id'): AdapterEntry {
-    const entry = this.lookup(id);
-    if (!entry) throw notFound(`adapter '${id}' is not registered`, param, 'adapter_not_found');
+  /**
+   * Forgets the id, its resident factors and every cached combination and merge built from it; an admin
+   * registration is also removed from the store (as is a dormant record of that id, which answers as deleted).
+   */
+  async unregister(id: string, param = 'id'): Promise<AdapterEntry> {
+    const { catalog } = this;
+    const entry = catalog.lookup(id);
+    if (!entry) {
+      const record = this.dormant.get(id);
+      if (!record) throw notFound(`adapter '${id}' is not registered`, param, 'adapter_not_found');
+      this.dormant.delete(id);
+      await this.onAdaptersChanged?.(this.adapterRecords());
+      return { id: record.id as AdapterId, path: record.path, source: 'admin', created: record.created, generation: 0, pinned: record.pinned };
+    }
     if (entry.source === 'merge') throw isMerge(id, param);
-    this.entries.delete(entry.id);
-    this.discovered.delete(entry.id);
-    this.hidden.add(entry.id);
-    this.cache.invalidate(this.token(entry));
-    this.failures.forget(this.token(entry));
+    catalog.entries.delete(entry.id);
+    catalog.discovered.delete(entry.id);
+    catalog.hidden.add(entry.id);
+    this.cache.invalidate(catalog.token(entry));
+    this.failures.forget(catalog.token(entry));
+    if (entry.source === 'admin') await this.onAdaptersChanged?.(this.adapterRecords());
     return { ...entry };
+  }
+
+  /**
+   * Registers persisted admin adapters again at start, each through `register`'s own validation (confinement,
+   * load, finiteness, budget). One that fails is skipped with the reason and kept as a dormant record.
+   */
+  async restoreAdapters(records: readonly AdapterRecord[]): Promise<{ restored: string[]; skipped: { id: string; reason: string }[] }> {
+    const restored: string[] = [];
+    const skipped: { id: string; reason: string }[] = [];
+    for (const r of records) {
+      try {
+        await this.register(adapterId(r.id), r.path, undefined, r.pinned, r.created);
+        restored.push(r.id);
+      } catch (err) {
+        skipped.push({ id: r.id, reason: err instanceof Error ? err.message : String(err) });
+        this.dormant.set(r.id, r);
+      }
+    }
+    return { restored, skipped };
+  }
+
+  /** What the adapter store holds: every admin registration, then dormant records. */
+  adapterRecords(): AdapterRecord[] {
+    const live = [...this.catalog.entries.values()]
+      .filter((e) => e.source === 'admin')
+      .map((e) => ({ id: e.id, path: e.path, pinned: e.pinned, created: e.created }));
+    return [...live, ...[...this.dormant.values()].filter((r) => !this.catalog.entries.has(r.id as AdapterId))];
   }
 
   /** The factors of one adapter or merge, loaded on demand. 404 for unknown ids, 400 for ones that do not fit. */
@@ -171,6 +216,7 @@ export class AdapterRegistry {
    * while its factors load, the result is dropped and the lookup starts again from the current registrations.
    */
   async combination(parts: readonly WeightedId[]): Promise<DeltaBinding> {
+    const { catalog } = this;
     const merged = new Map<string, WeightedId>();
     for (const p of parts) {
       const seen = merged.get(p.id);
@@ -179,12 +225,12 @@ export class AdapterRegistry {
     const canonical = [...merged.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const entries = canonical.map((p) => {
-        const e = this.lookup(p.id);
+        const e = catalog.lookup(p.id);
         if (!e) throw notFound(`adapter '${p.id}' does not exist; see GET /v1/models`, p.param ?? 'model', 'adapter_not_found');
         return e;
       });
-      const before = entries.map((e) => this.tokens(e).join());
-      const unchanged = () => entries.every((e, i) => this.isCurrent(e) && this.tokens(e).join() === before[i]);
+      const before = entries.map((e) => catalog.tokens(e).join());
+      const unchanged = () => entries.every((e, i) => catalog.isCurrent(e) && catalog.tokens(e).join() === before[i]);
       const only = canonical[0]!;
       if (canonical.length === 1 && only.weight === 1) {
         const binding = await this.entryBinding(entries[0]!, only.param ?? 'model');
@@ -193,7 +239,7 @@ export class AdapterRegistry {
       }
       const bindings = await Promise.all(entries.map(async (e, i) => ({ binding: await this.entryBinding(e, canonical[i]!.param ?? 'model'), weight: canonical[i]!.weight })));
       if (!unchanged()) continue;
-      const key = `combo:${entries.map((e, i) => `${this.token(e)}*${canonical[i]!.weight}`).join('+')}`;
+      const key = `combo:${entries.map((e, i) => `${catalog.token(e)}*${canonical[i]!.weight}`).join('+')}`;
       const combine = async (): Promise<Resident> => {
         const started = performance.now();
         const parts = canonical.map((p) => ({ id: p.id, weight: p.weight }));
@@ -202,7 +248,7 @@ export class AdapterRegistry {
         return { binding: built.binding, bytes: built.bytes };
       };
       if (this.cache.has(key)) this.opts.onHit?.({ key: shown(key), type: 'combination' });
-      const resident = await this.cache.get(key, combine, entries.flatMap((e) => this.tokens(e)));
+      const resident = await this.cache.get(key, combine, entries.flatMap((e) => catalog.tokens(e)));
       if (unchanged()) return resident.binding;
     }
     throw adapterChanged(canonical.map((p) => p.id));
@@ -215,65 +261,24 @@ export class AdapterRegistry {
    */
   async createMerge(recipe: MergeRecipe, param = 'id'): Promise<AdapterEntry> {
     if (!this.enabled) throw deltaDisabled();
-    const id = recipe.id as AdapterId;
-    this.assertFree(id, param);
-    this.registering.add(id);
-    try {
-      const entry: AdapterEntry = { id, path: '', source: 'merge', created: recipe.created, generation: ++this.generation, pinned: recipe.pinned, recipe };
-      const { built, sources } = await this.compileMerge(entry, 'sources');
-      this.checkFits(id, built.bytes, recipe.pinned);
-      if (built.truncation) recipe.truncation = built.truncation;
-      Object.assign(entry, { kind: 'merge', rank: built.rank, bytes: built.bytes });
-      this.entries.set(id, entry);
-      this.hidden.delete(id);
-      try {
-        await this.onMergesChanged?.(this.recipes());
-      } catch (err) {
-        this.entries.delete(id);
-        throw err;
-      }
-      // Stored only if its sources are still the ones it was built from (they may have changed meanwhile).
-      if (sources.every((s) => this.isCurrent(s))) this.storeMerge(entry, { binding: built.binding, bytes: built.bytes });
-      return { ...entry };
-    } finally {
-      this.registering.delete(id);
-    }
+    return this.merges.create(recipe, param);
   }
 
   /** Registers persisted recipes at start; nothing is built until a request names one. */
   restoreMerges(recipes: readonly MergeRecipe[]): { restored: string[]; skipped: string[] } {
-    const restored: string[] = [];
-    const skipped: string[] = [];
-    for (const recipe of recipes) {
-      if (!isAdapterId(recipe.id) || this.lookup(recipe.id) || this.isReserved(recipe.id)) {
-        skipped.push(recipe.id);
-        continue;
-      }
-      const entry: AdapterEntry = {
-        id: recipe.id, path: '', source: 'merge', created: recipe.created, generation: ++this.generation,
-        pinned: recipe.pinned, kind: 'merge', recipe,
-      };
-      this.entries.set(entry.id, entry);
-      restored.push(recipe.id);
-    }
-    return { restored, skipped };
+    return this.merges.restore(recipes);
   }
 
-  async deleteMerge(id: string, param = 'id'): Promise<AdapterEntry> {
-    const entry = this.entries.get(id as AdapterId);
-    if (!entry || entry.source !== 'merge') throw notFound(`merge '${id}' does not exist`, param, 'merge_not_found');
-    this.entries.delete(entry.id);
-    this.cache.invalidate(this.token(entry));
-    await this.onMergesChanged?.(this.recipes());
-    return { ...entry };
+  deleteMerge(id: string, param = 'id'): Promise<AdapterEntry> {
+    return this.merges.delete(id, param);
   }
 
   recipes(): MergeRecipe[] {
-    return [...this.entries.values()].flatMap((e) => (e.recipe ? [e.recipe] : []));
+    return this.merges.recipes();
   }
 
   stats(): RegistryStats {
-    return { ...this.cache.stats(), registered: this.entries.size };
+    return { ...this.cache.stats(), registered: this.catalog.entries.size };
   }
 
   /** Drops every resident factor; entries stay known. Idempotent. */
@@ -281,41 +286,13 @@ export class AdapterRegistry {
     this.cache.clear();
   }
 
-  /** Cache identity of a registration: `id#gen` (adapters) or `merge:id#gen`. */
-  private token(e: AdapterEntry): string {
-    return e.source === 'merge' ? `merge:${e.id}#${e.generation}` : `${e.id}#${e.generation}`;
-  }
-
-  /** Every registration a cached result of `e` depends on (a merge: itself and its current sources). */
-  private tokens(e: AdapterEntry): string[] {
-    if (e.source !== 'merge') return [this.token(e)];
-    return [this.token(e), ...e.recipe!.sources.map((s) => {
-      const src = this.lookup(s.id);
-      return src && src.source !== 'merge' ? this.token(src) : `missing:${s.id}`;
-    })];
-  }
-
-  /** Where `e`'s factors are cached: its token, or for a merge its token plus its current sources'. */
-  private residentKey(e: AdapterEntry): string {
-    return e.source === 'merge' ? `${this.token(e)}[${this.tokens(e).slice(1).join(',')}]` : this.token(e);
-  }
-
-  private isCurrent(e: AdapterEntry): boolean {
-    const listed = this.entries.get(e.id);
-    if (listed) return listed === e;
-    return this.discovered.get(e.id) === e && !this.hidden.has(e.id);
-  }
-
-  private lookup(id: string): AdapterEntry | undefined {
-    return this.entries.get(id as AdapterId) ?? this.discover(id);
-  }
-
   private entryBinding(e: AdapterEntry, param: string): Promise<DeltaBinding> {
-    return e.source === 'merge' ? this.mergeBinding(e, param) : this.adapterBinding(e, param);
+    return e.source === 'merge' ? this.merges.binding(e, param) : this.adapterBinding(e, param);
   }
 
   private async adapterBinding(entry: AdapterEntry, param: string): Promise<DeltaBinding> {
-    const key = this.token(entry);
+    const { catalog } = this;
+    const key = catalog.token(entry);
     const failed = this.failures.get(key);
     if (failed !== undefined) throw forRequest(failed, param, entry.id, entry.path);
     if (this.cache.has(key)) this.opts.onHit?.({ key: entry.id, type: 'adapter' });
@@ -334,67 +311,21 @@ export class AdapterRegistry {
       }
     });
     const { binding, bytes } = resident;
-    if (this.isCurrent(entry)) {
+    if (catalog.isCurrent(entry)) {
       // A discovered adapter becomes listed once it loaded; a stale load never re-inserts anything.
-      if (this.discovered.get(entry.id) === entry) {
-        this.discovered.delete(entry.id);
-        this.entries.set(entry.id, entry);
+      if (catalog.discovered.get(entry.id) === entry) {
+        catalog.discovered.delete(entry.id);
+        catalog.entries.set(entry.id, entry);
       }
       if (entry.pinned && !this.cache.isPinned(key) && this.cache.canPin(bytes)) this.cache.pin(key, resident);
     }
     return binding;
   }
 
-  private async mergeBinding(entry: AdapterEntry, param: string): Promise<DeltaBinding> {
-    const cacheKey = this.residentKey(entry);
-    if (this.cache.has(cacheKey)) this.opts.onHit?.({ key: shown(cacheKey), type: 'combination' });
-    let sources: AdapterEntry[] = [];
-    const resident = await this.cache.get(
-      cacheKey,
-      async () => {
-        const compiled = await this.compileMerge(entry, param);
-        sources = compiled.sources;
-        return { binding: compiled.built.binding, bytes: compiled.built.bytes };
-      },
-      this.tokens(entry),
-    );
-    if (entry.pinned && this.isCurrent(entry) && sources.every((s) => this.isCurrent(s)) && !this.cache.isPinned(cacheKey) && this.cache.canPin(resident.bytes)) {
-      this.cache.pin(cacheKey, resident, this.tokens(entry));
-    }
-    return resident.binding;
-  }
-
-  /** Loads a merge's sources (409 naming one that is no longer registered) and builds its factors. */
-  private async compileMerge(entry: AdapterEntry, param: string) {
-    const recipe = entry.recipe!;
-    const sources = recipe.sources.map((s) => {
-      const src = this.lookup(s.id);
-      if (!src || src.source === 'merge') throw mergeSourceMissing(entry.id, s.id, param);
-      return src;
-    });
-    const bindings = await Promise.all(sources.map(async (src, i) => ({ binding: await this.adapterBinding(src, param), weight: recipe.sources[i]!.weight })));
-    const started = performance.now();
-    const built = buildMerge(entry.id, bindings, recipe.rank);
-    this.opts.onMerge?.({ key: `merge:${entry.id}`, parts: recipe.sources.map((s) => ({ id: s.id, weight: s.weight })), rank: built.rank, bytes: built.bytes, seconds: (performance.now() - started) / 1000 });
-    return { built, sources };
-  }
-
-  private storeMerge(entry: AdapterEntry, resident: Resident): void {
-    const key = this.residentKey(entry);
-    if (entry.pinned) this.cache.pin(key, resident, this.tokens(entry));
-    else this.cache.put(key, resident, this.tokens(entry));
-  }
-
   /** Refuses factors that could never stay resident (reloaded from disk on every request otherwise). */
   private checkFits(id: string, bytes: number, pinned: boolean, param: string | null = null): void {
     if (pinned && !this.cache.canPin(bytes)) throw pinnedBudgetExceeded(id, bytes, this.cache.stats());
     if (!pinned && bytes > this.cache.available) throw adapterTooLarge(id, bytes, this.cache.stats(), param);
-  }
-
-  private assertFree(id: string, param: string): void {
-    if (this.has(id) || this.registering.has(id) || this.isReserved(id)) {
-      throw new PatchbayError({ status: 409, code: 'adapter_exists', param, message: `adapter '${id}' is already registered; unload it first` });
-    }
   }
 
   private dirConfinement(): Confinement {
@@ -406,27 +337,8 @@ export class AdapterRegistry {
     return { roots: roots.map((r) => resolve(r)), setting: 'PATCHBAY_ADAPTER_ROOTS', showPaths: true };
   }
 
-  private isReserved(id: string): boolean {
-    return (this.opts.reserved?.includes(id) ?? false) || (this.opts.isTaken?.(id) ?? false);
-  }
-
-  private discover(id: string): AdapterEntry | undefined {
-    const dir = this.opts.adapterDir;
-    if (!dir || !isAdapterId(id) || this.hidden.has(id) || this.isReserved(id)) return undefined;
-    const known = this.discovered.get(id);
-    if (known) return known;
-    const path = join(dir, id);
-    if (!existsSync(path) || !statSync(path).isDirectory() || this.opts.isForeign?.(path)) return undefined;
-    // Robustness patches share the directory but are not adapters (src/patches/, GET /admin/patches).
-    if (isPatchDir(path)) return undefined;
-    const entry: AdapterEntry = { id, path, source: 'directory', created: unixSeconds(), generation: ++this.generation, pinned: false };
-    this.discovered.set(id, entry);
-    return entry;
-  }
-
   private load(id: string, dir: string, param: string): Promise<LoadedAdapter> {
     if (!this.opts.target) throw deltaDisabled(param);
     return timedLoad(this.opts, this.opts.target, id, dir, param);
   }
-
 }
