@@ -16,6 +16,7 @@ import { GeneratorRegistry } from '../registry/generator-registry.ts';
 import { decodeModel } from '../runtime/graph/onnx.ts';
 import { findTokenEmbedding, type TokenEmbedding } from '../runtime/graph/token-embedding.ts';
 import { createPatchManager } from './patch-serving.ts';
+import { AdapterStore } from '../registry/adapter-store.ts';
 import { MergeStore } from '../registry/merge-store.ts';
 import type { DeltaRewrite } from '../runtime/graph/delta-branches.ts';
 import { DEFAULT_DELTA_SELECTION, type DeltaSelection } from '../runtime/graph/selection.ts';
@@ -106,6 +107,14 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
   const found = await registry.scan();
   for (const { id, reason } of registry.unfitAdapters()) log.warn({ adapter: id, reason }, 'adapter directory does not fit this base model; not offered');
   if (opts.dataDir) {
+    // Admin registrations first (merges may name them as sources), each validated as the admin call was.
+    const adapterStore = new AdapterStore(opts.dataDir);
+    const { records, malformed } = await adapterStore.records();
+    if (malformed.length > 0) log.warn({ file: adapterStore.file, malformed }, 'malformed adapter records skipped (dropped at the next write)');
+    const reloaded = await registry.restoreAdapters(records);
+    registry.onAdaptersChanged = (list) => adapterStore.save(list);
+    if (reloaded.restored.length > 0) log.info({ file: adapterStore.file, restored: reloaded.restored }, 'admin-registered adapters restored');
+    for (const { id, reason } of reloaded.skipped) log.warn({ file: adapterStore.file, adapter: id, reason }, 'admin-registered adapter not restored (kept in the file; register it again or DELETE it)');
     const store = new MergeStore(opts.dataDir);
     const { restored, skipped } = registry.restoreMerges(await store.load());
     registry.onMergesChanged = (recipes) => store.save(recipes);

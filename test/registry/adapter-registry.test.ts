@@ -154,12 +154,12 @@ test('unregister drops the adapter and every combination built from it; the dire
   const mix = await r.combination([{ id: 'alpha', weight: 0.5 }, { id: 'beta', weight: 0.5 }]);
   await r.combination([{ id: 'beta', weight: 0.5 }, { id: 'gamma', weight: 0.5 }]);
   assert.equal(r.stats().resident, 5);
-  r.unregister('alpha');
+  await r.unregister('alpha');
   assert.equal(r.stats().resident, 3, 'beta, gamma and their mix remain');
   assert.equal(r.has('alpha'), false);
   assert.ok(!r.list().some((e) => e.id === 'alpha'));
   await assert.rejects(r.binding('alpha'), (e: PatchbayError) => e.status === 404 && e.code === 'adapter_not_found');
-  assert.throws(() => r.unregister('alpha'), (e: PatchbayError) => e.status === 404);
+  await assert.rejects(r.unregister('alpha'), (e: PatchbayError) => e.status === 404);
 
   await r.register(adapterId('alpha'), path.join(dir, 'gamma')); // the id now means other weights
   const again = await r.combination([{ id: 'alpha', weight: 0.5 }, { id: 'beta', weight: 0.5 }]);
@@ -170,7 +170,7 @@ test('unregister drops the adapter and every combination built from it; the dire
 test('unregister during a load: the stale load is dropped (404 for its caller), not cached', async () => {
   const r = registry();
   const pending = r.binding('beta');
-  r.unregister('beta');
+  await r.unregister('beta');
   await assert.rejects(pending, (e: PatchbayError) => e.status === 404 && e.code === 'adapter_not_found');
   assert.equal(r.isResident('beta'), false);
   assert.equal(r.has('beta'), false);

@@ -76,7 +76,7 @@ test('pinned entries survive any amount of unpinned churn', async () => {
   assert.equal(r.isPinnedResident('p1'), true);
   assert.ok(r.stats().evictions >= 3);
   assert.ok(r.stats().residentBytes <= Math.floor(one * 2.5));
-  r.unregister('p1');
+  await r.unregister('p1');
   assert.equal(r.stats().pinnedBytes, 0, 'unregistering a pinned adapter frees its budget');
 });
 
@@ -145,4 +145,36 @@ test('an adapter larger than the cache budget is refused clearly, and not re-rea
   assert.equal(r.stats().residentBytes, 0);
   await refused(r.register(adapterId('big'), path.join(roots, 'p1')), 400, 'adapter_too_large');
   assert.equal(r.has('big'), false);
+});
+
+test('persistence: a failed write undoes the registration; restore validates each record, keeps failures dormant until deleted', async () => {
+  const r = registry();
+  const before = snapshot(r);
+  r.onAdaptersChanged = () => Promise.reject(new Error('disk full'));
+  await assert.rejects(r.register(adapterId('p1'), path.join(roots, 'p1')), /disk full/);
+  assert.equal(snapshot(r), before, 'nothing registered when the store could not be written');
+  assert.equal(r.has('p1'), false);
+
+  const writes: string[][] = [];
+  const fresh = registry();
+  const { restored, skipped } = await fresh.restoreAdapters([
+    { id: 'p1', path: path.join(roots, 'p1'), pinned: true, created: 1_700_000_000 },
+    { id: 'evil', path: path.join(outside, 'elsewhere'), pinned: false, created: 1_700_000_001 },
+    { id: 'gone', path: path.join(roots, 'nope'), pinned: false, created: 1_700_000_002 },
+  ]);
+  assert.deepEqual(restored, ['p1']);
+  assert.deepEqual(skipped.map((s) => s.id), ['evil', 'gone']);
+  assert.match(skipped[0]!.reason, /outside the directories/);
+  assert.match(skipped[1]!.reason, /not a directory/);
+  assert.deepEqual([fresh.get('p1')?.created, fresh.get('p1')?.pinned, fresh.isPinnedResident('p1')], [1_700_000_000, true, true], 'restored as registered');
+  assert.equal(fresh.has('evil'), false);
+  fresh.onAdaptersChanged = async (records) => void writes.push(records.map((x) => x.id));
+  assert.deepEqual(fresh.adapterRecords().map((x) => x.id), ['p1', 'evil', 'gone'], 'dormant records stay in the store');
+  const deleted = await fresh.unregister('gone');
+  assert.equal(deleted.id, 'gone');
+  assert.deepEqual(writes.at(-1), ['p1', 'evil']);
+  await fresh.register(adapterId('gone'), path.join(roots, 'p2'));
+  assert.deepEqual(writes.at(-1), ['p1', 'gone', 'evil'], 'a new registration of the id is a live record');
+  await fresh.unregister('p1');
+  assert.deepEqual(writes.at(-1), ['gone', 'evil']);
 });

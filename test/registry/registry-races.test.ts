@@ -87,7 +87,7 @@ test('unregister + re-register while a combination loads: the stale mix is neith
   const parked = g.gate('beta');
   const pending = r.combination([{ id: 'alpha', weight: 0.5 }, { id: 'beta', weight: 0.5 }]);
   await parked.reached; // the old beta is loaded and waits to be returned
-  r.unregister('beta');
+  await r.unregister('beta');
   await r.register(adapterId('beta'), path.join(other, 'beta-v2'));
   parked.release();
   assert.ok(close(fingerprint(await pending), want), 'the request got the combination with the re-registered beta');
@@ -102,7 +102,7 @@ test('a directory load finishing after unregister + re-register elsewhere does n
   const parked = g.gate('beta');
   const pending = r.binding('beta'); // discovered under the adapter dir, not listed until loaded
   await parked.reached;
-  r.unregister('beta');
+  await r.unregister('beta');
   const fresh = await r.register(adapterId('beta'), path.join(other, 'beta-v2'));
   parked.release();
   const served = await pending;
@@ -116,9 +116,9 @@ test('generations: every registration of an id gets a new one', async () => {
   const r = registry();
   await r.scan();
   const first = r.get('alpha')!.generation;
-  r.unregister('alpha');
+  await r.unregister('alpha');
   const second = (await r.register(adapterId('alpha'), path.join(dir, 'alpha'))).generation;
-  r.unregister('alpha');
+  await r.unregister('alpha');
   const third = (await r.register(adapterId('alpha'), path.join(dir, 'alpha'))).generation;
   assert.ok(first < second && second < third, `${first} < ${second} < ${third}`);
 });

@@ -2,7 +2,7 @@
  * Named merges end to end: POST/DELETE /admin/merges on a real runtime, the Trainer checkpoints of
  * test/fixtures/merges/run (real transformers Trainer + PEFT output), logits against the PyTorch / PEFT
  * references of tools/merges/build_merge_fixtures.py, MWA metric precedence, the missing-source 409,
- * refusals that change nothing, and recipes surviving a restart.
+ * refusals that change nothing, and recipes (with the adapters they name) surviving a restart.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -222,6 +222,8 @@ test('recipes persist atomically in PATCHBAY_DATA_DIR and survive a restart (reb
   assert.equal(listed.recipe.truncation!.rank, 4);
   assert.equal(await text(await complete('demo')), before);
   assert.equal(s.registry.isPinnedResident('demo'), true, 'a pinned merge is pinned once rebuilt');
-  // The checkpoints were admin-registered and are not persisted: their merges answer 409 until re-registered.
-  await expectError(await complete('mwa-loss'), 409, 'merge_source_missing');
+  // The checkpoints were admin-registered: restored from adapters.json, so merges built on them still serve.
+  const ckpt = ((await (await admin('GET', '/admin/adapters')).json()) as { data: { id: string; source: string }[] }).data.find((d) => d.id === 'ckpt-20');
+  assert.equal(ckpt?.source, 'admin');
+  assert.ok((await text(await complete('mwa-loss'))).length > 0);
 });

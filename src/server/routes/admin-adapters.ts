@@ -61,8 +61,8 @@ export function adminAdapterRoutes(app: Hono<AppEnv>, state: ServingState): void
     return c.json(view(registry, entry), 201);
   });
 
-  app.delete('/admin/adapters/:id', function deleteAdapter(c) {
-    const entry = registryOf(state).unregister(c.req.param('id'), 'id');
+  app.delete('/admin/adapters/:id', async function deleteAdapter(c) {
+    const entry = await registryOf(state).unregister(c.req.param('id'), 'id');
     return c.json({ object: 'adapter', id: entry.id, deleted: true });
   });
 
@@ -75,7 +75,7 @@ export function adminAdapterRoutes(app: Hono<AppEnv>, state: ServingState): void
 
   app.post('/v1/unload_lora_adapter', async function unloadLoraAdapter(c) {
     const body = await parseJsonBody(c, UnloadLoraBody);
-    registryOf(state).unregister(body.lora_name, 'lora_name');
+    await registryOf(state).unregister(body.lora_name, 'lora_name');
     return c.text(`Success: LoRA adapter '${body.lora_name}' removed successfully.`, 200);
   });
 }
