@@ -5,11 +5,17 @@
  *    never requested before (read + validate + compile + attach) and of the same adapter right after (resident),
  *    interleaved trial by trial, plus the base model; the swap itself from the server's
  *    `patchbay_adapter_load_duration_seconds` histogram (the LoadEvent that also becomes the `adapter.load` span).
- * 2. Churn: 200 distinct adapters on disk (generated into a temp dir), PATCHBAY_CACHE_BYTES sized for 20, ids
+ *    With `--baseline <checkout>` (an older commit extracted with `git archive`, node_modules linked, as for
+ *    bench:serve-ab) the same trials run against a server from that checkout too, interleaved, so the cold path
+ *    of both is compared in one run.
+ * 2. Decode stall: the largest gap between streamed tokens of a base request while cold loads of a big adapter
+ *    (all linear layers, rank 64, 4 MiB) run in the same server, next to the same stream alone — how long a cold
+ *    load holds the event loop that issues other requests' decode steps.
+ * 3. Churn: 200 distinct adapters on disk (generated into a temp dir), PATCHBAY_CACHE_BYTES sized for 20, ids
  *    drawn from a Zipf distribution (s = 1.1) at concurrency 8 for `--seconds` (default 120): hit rate, latency
  *    p50 / p99, errors, and the server's RSS after warm-up vs at the end.
  *
- *   npm run bench:registry -- [--seconds 120] [--trials 15] [--warmup 15]
+ *   npm run bench:registry -- [--parts cold,stall,churn] [--seconds 120] [--trials 31] [--warmup 15] [--baseline DIR]
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -19,23 +25,33 @@ import { startServer, timeCompletion, type ServerProcess } from './lib/server-pr
 import { median } from './lib/stats.ts';
 
 const { values: args } = parseArgs({
-  options: { seconds: { type: 'string', default: '120' }, trials: { type: 'string', default: '15' }, warmup: { type: 'string', default: '15' } },
+  options: {
+    parts: { type: 'string', default: 'cold,stall,churn' },
+    seconds: { type: 'string', default: '120' },
+    trials: { type: 'string', default: '31' },
+    warmup: { type: 'string', default: '15' },
+    baseline: { type: 'string' },
+  },
 });
+const PARTS = new Set(args.parts.split(','));
 const SECONDS = Number(args.seconds);
 const TRIALS = Number(args.trials);
 const WARMUP = Number(args.warmup);
-if (!(SECONDS > WARMUP)) {
+if (PARTS.has('churn') && !(SECONDS > WARMUP)) {
   console.error(`bench:registry: --seconds (${SECONDS}) must exceed --warmup (${WARMUP}): churn figures are taken after the warm-up`);
   process.exit(2);
 }
 const N = 200;
 const CACHED = 20;
 const SPEC = { modules: ['c_attn'], rank: 16 };
+const BIG = { modules: ['c_attn', 'c_proj', 'c_fc'], rank: 64 };
 const MODEL = 'tiny-gpt2';
 
 const target = await realTarget(MODEL);
 const dir = await tempDir('patchbay-bench-registry-');
 for (let i = 0; i < N; i++) await writeLora(path.join(dir, `a${String(i).padStart(3, '0')}`), target, { ...SPEC, seed: 1000 + i });
+const STALL_LOADS = 12;
+for (let i = 0; i < STALL_LOADS; i++) await writeLora(path.join(dir, `big${i}`), target, { ...BIG, seed: 5000 + i });
 const oneBytes = loraBytes(target, SPEC);
 const ids = Array.from({ length: N }, (_, i) => `a${String(i).padStart(3, '0')}`);
 console.log(`${N} rank-${SPEC.rank} LoRA adapters on ${SPEC.modules.join(',')} in ${dir}, ${oneBytes} bytes of factors each`);
@@ -60,36 +76,88 @@ async function rssMiB(server: ServerProcess): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
 }
 
+/** Arrival times (ms) of the streamed SSE events of one completion. */
+async function streamTimes(url: string, model: string, maxTokens: number): Promise<number[]> {
+  const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body(model, maxTokens), stream: true }) });
+  if (!res.ok || !res.body) throw new Error(`stream failed: ${res.status}`);
+  const times: number[] = [];
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    const events = decoder.decode(chunk, { stream: true }).split('data: ').length - 1;
+    for (let i = 0; i < events; i++) times.push(performance.now());
+  }
+  return times;
+}
+const gaps = (times: number[]) => times.slice(2).map((t, i) => t - times[i + 1]!); // from the 2nd token on: decode steps only
+
 // ---- 1. cold vs warm -------------------------------------------------------------------------------------
-{
-  const server = await startServer({ PATCHBAY_ADAPTER_DIR: dir, PATCHBAY_CACHE_BYTES: String(64 << 20), PATCHBAY_THREADS: '1' });
+if (PARTS.has('cold')) {
+  const env = { PATCHBAY_ADAPTER_DIR: dir, PATCHBAY_CACHE_BYTES: String(64 << 20), PATCHBAY_THREADS: '1' };
+  const contenders: Array<{ name: string; server: ServerProcess; cold: number[]; warm: number[]; base: number[]; ratios: number[] }> = [];
+  contenders.push({ name: 'current', server: await startServer(env), cold: [], warm: [], base: [], ratios: [] });
+  if (args.baseline) contenders.push({ name: `baseline (${args.baseline})`, server: await startServer(env, args.baseline), cold: [], warm: [], base: [], ratios: [] });
   try {
-    for (let i = 0; i < 3; i++) await timeCompletion(server.url, body(MODEL)); // warm the base path
-    const cold: number[] = [];
-    const warm: number[] = [];
-    const base: number[] = [];
+    for (const c of contenders) for (let i = 0; i < 3; i++) await timeCompletion(c.server.url, body(MODEL)); // warm the base path
     for (let t = 0; t < TRIALS; t++) {
       const id = ids[N - 1 - t]!;
-      base.push((await timeCompletion(server.url, body(MODEL))).ms);
-      cold.push((await timeCompletion(server.url, body(id))).ms);
-      warm.push((await timeCompletion(server.url, body(id))).ms);
+      for (const c of t % 2 === 0 ? contenders : [...contenders].reverse()) {
+        c.base.push((await timeCompletion(c.server.url, body(MODEL))).ms);
+        const cold = (await timeCompletion(c.server.url, body(id))).ms;
+        const warm = (await timeCompletion(c.server.url, body(id))).ms;
+        c.cold.push(cold);
+        c.warm.push(warm);
+        c.ratios.push(cold / warm);
+      }
+    }
+    console.log(`\ncold vs warm, rank ${SPEC.rank}, ${TRIALS} interleaved trials, time to first token (1-token completion):`);
+    for (const c of contenders) {
+      const m = await scrape(c.server);
+      const loadSum = sumOf(m, 'patchbay_adapter_load_duration_seconds_sum');
+      const loadCount = sumOf(m, 'patchbay_adapter_load_duration_seconds_count');
+      console.log(` ${c.name}:`);
+      console.log(`  base  ${fmt(c.base)}`);
+      console.log(`  warm  ${fmt(c.warm)}`);
+      console.log(`  cold  ${fmt(c.cold)}`);
+      console.log(`  cold / warm = ${(median(c.cold) / median(c.warm)).toFixed(2)}× (medians); median of per-trial ratios ${median(c.ratios).toFixed(2)}×  (goal ≤ 1.5×)`);
+      console.log(`  swap (adapter.load: read + validate + compile), mean of ${loadCount}: ${((loadSum / loadCount) * 1000).toFixed(2)} ms`);
+    }
+  } finally {
+    for (const c of contenders) await c.server.stop();
+  }
+}
+
+// ---- 2. decode stall -------------------------------------------------------------------------------------
+if (PARTS.has('stall')) {
+  const server = await startServer({ PATCHBAY_ADAPTER_DIR: dir, PATCHBAY_CACHE_BYTES: String(256 << 20), PATCHBAY_THREADS: '1' });
+  try {
+    const TOKENS = 48;
+    for (let i = 0; i < 2; i++) await streamTimes(server.url, MODEL, 8);
+    const alone: number[] = [];
+    const loaded: number[] = [];
+    const ROUNDS = 3;
+    for (let round = 0; round < ROUNDS; round++) {
+      alone.push(...gaps(await streamTimes(server.url, MODEL, TOKENS)));
+      // Cold loads of 4-MiB adapters one after another while the base stream decodes.
+      const stream = streamTimes(server.url, MODEL, TOKENS);
+      const loads = (async () => {
+        for (let i = round * 4; i < round * 4 + 4; i++) await timeCompletion(server.url, body(`big${i}`));
+      })();
+      const [times] = await Promise.all([stream, loads]);
+      loaded.push(...gaps(times));
     }
     const m = await scrape(server);
-    const loadSum = sumOf(m, 'patchbay_adapter_load_duration_seconds_sum');
-    const loadCount = sumOf(m, 'patchbay_adapter_load_duration_seconds_count');
-    console.log(`\ncold vs warm, rank ${SPEC.rank}, ${TRIALS} interleaved trials, time to first token (1-token completion):`);
-    console.log(`  base  ${fmt(base)}`);
-    console.log(`  warm  ${fmt(warm)}`);
-    console.log(`  cold  ${fmt(cold)}`);
-    console.log(`  cold / warm = ${(median(cold) / median(warm)).toFixed(2)}×  (goal ≤ 1.5×)`);
-    console.log(`  swap (adapter.load: read + validate + compile), mean of ${loadCount}: ${((loadSum / loadCount) * 1000).toFixed(2)} ms`);
+    const count = sumOf(m, 'patchbay_adapter_load_duration_seconds_count');
+    const mean = (sumOf(m, 'patchbay_adapter_load_duration_seconds_sum') / count) * 1000;
+    console.log(`\ndecode stall: gaps between streamed tokens of a ${TOKENS}-token base completion, ${ROUNDS} rounds, alone vs during cold loads of rank-${BIG.rank} all-linear adapters (${(loraBytes(target, BIG) / 2 ** 20).toFixed(1)} MiB of factors; adapter.load mean ${mean.toFixed(1)} ms):`);
+    console.log(`  alone        p50 ${pct(alone, 50).toFixed(1)} ms, p99 ${pct(alone, 99).toFixed(1)} ms, max ${Math.max(...alone).toFixed(1)} ms`);
+    console.log(`  during loads p50 ${pct(loaded, 50).toFixed(1)} ms, p99 ${pct(loaded, 99).toFixed(1)} ms, max ${Math.max(...loaded).toFixed(1)} ms`);
   } finally {
     await server.stop();
   }
 }
 
-// ---- 2. churn ----------------------------------------------------------------------------------------------
-{
+// ---- 3. churn ----------------------------------------------------------------------------------------------
+if (PARTS.has('churn')) {
   // Zipf(s) over ranks 1..N, by inverse CDF on a seeded generator.
   const s = 1.1;
   const w = ids.map((_, k) => 1 / (k + 1) ** s);
@@ -143,6 +211,6 @@ async function rssMiB(server: ServerProcess): Promise<number> {
     console.log(`  server RSS after warm-up ${warmRss.toFixed(1)} MiB, at the end ${endRss.toFixed(1)} MiB`);
   } finally {
     await server.stop();
-    await removeTempDirs();
   }
 }
+await removeTempDirs();
