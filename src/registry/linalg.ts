@@ -172,3 +172,38 @@ function rotate(x: Float64Array, y: Float64Array, c: number, s: number): void {
     y[i] = s * xi + c * yi;
   }
 }
+
+/**
+ * C = A·Bᵀ ([m, k]·[n, k]ᵀ → [m, n]) as row-by-row dot products: both operands are walked contiguously.
+ * `symmetric` (the caller knows C = Cᵀ, e.g. X·Xᵀ): only j ≤ i is computed and mirrored — half the work.
+ */
+export function multiplyTransposed(a: Matrix, b: Matrix, symmetric = false): Matrix {
+  if (a.cols !== b.cols) throw new Error(`cannot multiply ${a.rows}×${a.cols} by (${b.rows}×${b.cols})ᵀ`);
+  const k = a.cols;
+  const c = matrix(a.rows, b.rows);
+  const n = b.rows;
+  const k4 = k - (k % 4);
+  for (let i = 0; i < a.rows; i++) {
+    const ai = a.data.subarray(i * k, (i + 1) * k);
+    for (let j = 0; j < (symmetric ? i + 1 : n); j++) {
+      const bj = b.data.subarray(j * k, (j + 1) * k);
+      // Four partial sums: independent additions the CPU can overlap.
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      let t = 0;
+      for (; t < k4; t += 4) {
+        s0 += ai[t]! * bj[t]!;
+        s1 += ai[t + 1]! * bj[t + 1]!;
+        s2 += ai[t + 2]! * bj[t + 2]!;
+        s3 += ai[t + 3]! * bj[t + 3]!;
+      }
+      for (; t < k; t++) s0 += ai[t]! * bj[t]!;
+      const v = s0 + s1 + s2 + s3;
+      c.data[i * n + j] = v;
+      if (symmetric) c.data[j * n + i] = v;
+    }
+  }
+  return c;
+}

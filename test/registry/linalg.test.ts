@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { matrix, multiply, qr, svd, transpose } from '../../src/registry/linalg.ts';
 import { relativeError, truncateLayer } from '../../src/registry/low-rank.ts';
+import { symmetricEigen } from '../../src/registry/symmetric-eigen.ts';
 
 interface Case {
   d_in: number;
@@ -73,4 +74,43 @@ test('rank truncation equals NumPy’s truncated SVD on both paths, with the sam
   }
   assert.ok(factored >= 2 && dense >= 1, `both paths exercised (factored ${factored}, dense ${dense})`);
   t.diagnostic(`factored cases ${factored}, dense cases ${dense}`);
+});
+
+test('symmetric eigen-decomposition (tridiagonal QL): G·v = λ·v, orthonormal vectors, descending values', () => {
+  const n = 37;
+  const x = matrix(n, 50, Array.from({ length: n * 50 }, (_, i) => Math.sin(0.7 * i + 1) + Math.cos(0.13 * i * i)));
+  const g = multiply(x, transpose(x));
+  const { values, vectors } = symmetricEigen(g);
+  const top = values[0]!;
+  for (let k = 1; k < n; k++) assert.ok(values[k - 1]! >= values[k]!, 'descending');
+  const gv = multiply(g, vectors);
+  for (let k = 0; k < n; k++) for (let i = 0; i < n; i++) assert.ok(Math.abs(gv.data[i * n + k]! - values[k]! * vectors.data[i * n + k]!) <= 1e-11 * top);
+  const vtv = multiply(transpose(vectors), vectors);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.ok(Math.abs(vtv.data[i * n + j]! - (i === j ? 1 : 0)) < 1e-12);
+  // The singular values of X (Jacobi, itself checked against NumPy above) are the square roots.
+  const s = svd(x).s;
+  for (let k = 0; k < n; k++) assert.ok(Math.abs(Math.sqrt(Math.max(0, values[k]!)) - s[k]!) <= 1e-9 * s[0]!);
+});
+
+test('dense truncation (Gram route) equals the exact Jacobi SVD of M on larger, wide and tall layers', () => {
+  for (const [dIn, dOut, R, rank] of [[48, 96, 60, 7], [90, 40, 45, 12], [30, 30, 64, 30]] as const) {
+    // Full-rank data (an LCG), so no singular value sits at rounding level where the two routes differ by design.
+    let seed = dIn * 7919 + R;
+    const next = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5);
+    const a = Float32Array.from({ length: dIn * R }, next);
+    const b = Float32Array.from({ length: R * dOut }, next);
+    const tr = truncateLayer({ rank: R, a, b }, rank);
+    assert.equal(tr.dense, true);
+    const m = multiply(matrix(dIn, R, a), matrix(R, dOut, b));
+    const { u, s, v } = svd(m);
+    const want = new Float64Array(dIn * dOut);
+    for (let i = 0; i < dIn; i++) for (let j = 0; j < dOut; j++) for (let t = 0; t < rank; t++) want[i * dOut + j]! += u.data[i * u.cols + t]! * s[t]! * v.data[j * v.cols + t]!;
+    const got = multiply(matrix(dIn, tr.factors.rank, tr.factors.a), matrix(tr.factors.rank, dOut, tr.factors.b));
+    const diff = maxAbs(got.data.map((x, i) => x - want[i]!));
+    assert.ok(diff <= 1e-5 * maxAbs(want), `${dIn}×${dOut} R=${R} r=${rank}: off by ${diff}`);
+    let tail = 0;
+    let total = 0;
+    s.forEach((x, i) => ((total += x * x), i >= rank && (tail += x * x)));
+    assert.ok(Math.abs(relativeError(tr) - Math.sqrt(tail / total)) <= 1e-9, `relative error ${relativeError(tr)} vs ${Math.sqrt(tail / total)}`);
+  }
 });
