@@ -11,22 +11,30 @@
  * 2. Decode stall: the largest gap between streamed tokens of a base request while cold loads of a big adapter
  *    (all linear layers, rank 64, 4 MiB) run in the same server, next to the same stream alone — how long a cold
  *    load holds the event loop that issues other requests' decode steps.
+ * 4. Truncation (`--parts truncate`, in this process: CPU only): one dense layer re-factored to rank 16 — the
+ *    Gram route (low-rank.ts) next to one-sided Jacobi on M (the previous dense path), interleaved, at sizes
+ *    Jacobi finishes in a few seconds; the Gram route alone at SmolLM2's MLP shape 576×1536 (R = 600); and the
+ *    event loop's largest delay while a 4-module merge of that shape is built (buildMerge yields between modules).
  * 3. Churn: 200 distinct adapters on disk (generated into a temp dir), PATCHBAY_CACHE_BYTES sized for 20, ids
  *    drawn from a Zipf distribution (s = 1.1) at concurrency 8 for `--seconds` (default 120): hit rate, latency
  *    p50 / p99, errors, and the server's RSS after warm-up vs at the end.
  *
- *   npm run bench:registry -- [--parts cold,stall,churn] [--seconds 120] [--trials 31] [--warmup 15] [--baseline DIR]
+ *   npm run bench:registry -- [--parts cold,stall,churn,truncate] [--seconds 120] [--trials 31] [--warmup 15] [--baseline DIR]
  */
 import { readFile } from 'node:fs/promises';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loraBytes, realTarget, tempDir, writeLora, removeTempDirs } from '../test/registry/fixtures.ts';
 import { startServer, timeCompletion, type ServerProcess } from './lib/server-process.ts';
 import { median } from './lib/stats.ts';
+import { matrix, multiply, svd } from '../src/registry/linalg.ts';
+import { truncateLayer } from '../src/registry/low-rank.ts';
+import { buildMerge } from '../src/registry/merge-build.ts';
 
 const { values: args } = parseArgs({
   options: {
-    parts: { type: 'string', default: 'cold,stall,churn' },
+    parts: { type: 'string', default: 'cold,stall,truncate,churn' },
     seconds: { type: 'string', default: '120' },
     trials: { type: 'string', default: '31' },
     warmup: { type: 'string', default: '15' },
@@ -213,4 +221,45 @@ if (PARTS.has('churn')) {
     await server.stop();
   }
 }
+// ---- 4. truncation ---------------------------------------------------------------------------------------
+if (PARTS.has('truncate')) {
+  let seed = 7;
+  const rand = (n: number) => Float32Array.from({ length: n }, () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5);
+  const layer = (dIn: number, dOut: number, R: number) => ({ rank: R, a: rand(dIn * R), b: rand(R * dOut) });
+  console.log(`\ndense truncation to rank 16 (one layer, float64 work, ms; ${TRIALS > 5 ? 3 : 1} interleaved trials each):`);
+  for (const [dIn, dOut, R] of [[96, 256, 100], [192, 512, 200], [288, 768, 300]] as const) {
+    const f = layer(dIn, dOut, R);
+    const gram: number[] = [];
+    const jacobi: number[] = [];
+    for (let t = 0; t < (TRIALS > 5 ? 3 : 1); t++) {
+      let s = performance.now();
+      truncateLayer(f, 16);
+      gram.push(performance.now() - s);
+      s = performance.now();
+      svd(multiply(matrix(dIn, R, f.a), matrix(R, dOut, f.b)));
+      jacobi.push(performance.now() - s);
+    }
+    console.log(`  ${dIn}×${dOut}, R=${R}: Gram ${median(gram).toFixed(0)}  Jacobi on M ${median(jacobi).toFixed(0)}  → ${(median(jacobi) / median(gram)).toFixed(1)}× faster`);
+  }
+  const big = layer(576, 1536, 600);
+  const times: number[] = [];
+  for (let t = 0; t < 2; t++) {
+    const s = performance.now();
+    truncateLayer(big, 16);
+    times.push(performance.now() - s);
+  }
+  console.log(`  576×1536, R=600 (SmolLM2 MLP shape): Gram ${median(times).toFixed(0)} ms (Jacobi on M not run: O(n²·m) per sweep, minutes)`);
+  const parts = [0, 1].map(() => ({ binding: { key: 'x', layers: new Map(['l0', 'l1', 'l2', 'l3'].map((n) => [n, layer(576, 1536, 300)] as const)) }, weight: 0.5 }));
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  let ticks = 0;
+  const ticker = setInterval(() => ticks++, 5);
+  delay.enable();
+  const s = performance.now();
+  await buildMerge('bench', parts, 16);
+  const ms = performance.now() - s;
+  delay.disable();
+  clearInterval(ticker);
+  console.log(`  merge of 2 × 4 modules 576×1536 (R=600 after concatenation) to rank 16: ${ms.toFixed(0)} ms; event loop max delay ${(delay.max / 1e6).toFixed(0)} ms, a 5-ms timer fired ${ticks} times`);
+}
+
 await removeTempDirs();

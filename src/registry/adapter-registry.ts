@@ -243,7 +243,7 @@ export class AdapterRegistry {
       const combine = async (): Promise<Resident> => {
         const started = performance.now();
         const parts = canonical.map((p) => ({ id: p.id, weight: p.weight }));
-        const built = buildMerge(`combo:mix(${parts.map((p) => `${p.id}*${p.weight}`).join('+')})`, bindings);
+        const built = await buildMerge(`combo:mix(${parts.map((p) => `${p.id}*${p.weight}`).join('+')})`, bindings);
         this.opts.onMerge?.({ key: built.binding.key, parts, rank: built.rank, bytes: built.bytes, seconds: (performance.now() - started) / 1000 });
         return { binding: built.binding, bytes: built.bytes };
       };

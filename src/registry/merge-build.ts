@@ -2,9 +2,12 @@
  * Compiling a merge recipe into factors: exact Task Arithmetic by concatenation (adapters/combine.ts), then,
  * when the recipe asks for a rank, each layer re-factored to rank ≤ r by truncated SVD (low-rank.ts), with
  * the relative Frobenius error reported per module and overall: √(Σ dropped s²) / √(Σ all s²).
+ * Truncation hands the event loop back between modules (a dense SmolLM2-sized module takes on the order of a
+ * second), so other requests keep decoding while an admin call builds a large merge.
  */
 import { combineBindings, factorFootprint } from '../adapters/index.ts';
 import type { DeltaBinding, LayerFactors } from '../runtime/types.ts';
+import { Slicer } from '../adapters/cooperative.ts';
 import { relativeError, truncateLayer } from './low-rank.ts';
 import type { TruncationReport } from './merge-recipe.ts';
 
@@ -15,14 +18,16 @@ export interface BuiltMerge {
   truncation?: TruncationReport;
 }
 
-export function buildMerge(id: string, parts: readonly { binding: DeltaBinding; weight: number }[], rank?: number): BuiltMerge {
+export async function buildMerge(id: string, parts: readonly { binding: DeltaBinding; weight: number }[], rank?: number): Promise<BuiltMerge> {
   const exact = combineBindings(parts, id);
   if (rank === undefined) return { binding: exact, ...factorFootprint(exact.layers) };
   const layers = new Map<string, LayerFactors>();
   const modules: Record<string, number> = {};
   let tail = 0;
   let total = 0;
+  const slicer = new Slicer();
   for (const [name, f] of exact.layers) {
+    await slicer.pause();
     const t = truncateLayer(f, rank);
     layers.set(name, t.factors);
     modules[name] = relativeError(t);

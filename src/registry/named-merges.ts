@@ -121,7 +121,7 @@ export class NamedMerges {
     });
     const bindings = await Promise.all(sources.map(async (src, i) => ({ binding: await this.ctx.adapterBinding(src, param), weight: recipe.sources[i]!.weight })));
     const started = performance.now();
-    const built = buildMerge(entry.id, bindings, recipe.rank);
+    const built = await buildMerge(entry.id, bindings, recipe.rank);
     this.ctx.opts.onMerge?.({ key: `merge:${entry.id}`, parts: recipe.sources.map((s) => ({ id: s.id, weight: s.weight })), rank: built.rank, bytes: built.bytes, seconds: (performance.now() - started) / 1000 });
     return { built, sources };
   }
