@@ -14,7 +14,7 @@
  * 4. Truncation (`--parts truncate`, in this process: CPU only): one dense layer re-factored to rank 16 — the
  *    Gram route (low-rank.ts) next to one-sided Jacobi on M (the previous dense path), interleaved, at sizes
  *    Jacobi finishes in a few seconds; the Gram route alone at SmolLM2's MLP shape 576×1536 (R = 600); and the
- *    event loop's largest delay while a 4-module merge of that shape is built (buildMerge yields between modules).
+ *    event loop's largest delay while a 4-module merge of that shape is built (truncation runs on a worker thread).
  * 3. Churn: 200 distinct adapters on disk (generated into a temp dir), PATCHBAY_CACHE_BYTES sized for 20, ids
  *    drawn from a Zipf distribution (s = 1.1) at concurrency 8 for `--seconds` (default 120): hit rate, latency
  *    p50 / p99, errors, and the server's RSS after warm-up vs at the end.

@@ -2,13 +2,14 @@
  * Compiling a merge recipe into factors: exact Task Arithmetic by concatenation (adapters/combine.ts), then,
  * when the recipe asks for a rank, each layer re-factored to rank ≤ r by truncated SVD (low-rank.ts), with
  * the relative Frobenius error reported per module and overall: √(Σ dropped s²) / √(Σ all s²).
- * Truncation hands the event loop back between modules (a dense SmolLM2-sized module takes on the order of a
- * second), so other requests keep decoding while an admin call builds a large merge.
+ * Truncation runs on a worker thread (truncation-thread.ts: a dense SmolLM2-sized module takes on the order of
+ * a second), so other requests keep decoding while an admin call builds a large merge; modules are sent one at
+ * a time, which keeps one module's copies in flight.
  */
 import { combineBindings, factorFootprint } from '../adapters/index.ts';
 import type { DeltaBinding, LayerFactors } from '../runtime/types.ts';
-import { Slicer } from '../adapters/cooperative.ts';
-import { relativeError, truncateLayer } from './low-rank.ts';
+import { relativeError } from './low-rank.ts';
+import { truncateOffThread } from './truncation-thread.ts';
 import type { TruncationReport } from './merge-recipe.ts';
 
 export interface BuiltMerge {
@@ -25,10 +26,8 @@ export async function buildMerge(id: string, parts: readonly { binding: DeltaBin
   const modules: Record<string, number> = {};
   let tail = 0;
   let total = 0;
-  const slicer = new Slicer();
   for (const [name, f] of exact.layers) {
-    await slicer.pause();
-    const t = truncateLayer(f, rank);
+    const t = await truncateOffThread(f, rank);
     layers.set(name, t.factors);
     modules[name] = relativeError(t);
     tail += t.tailEnergy;

@@ -9,6 +9,8 @@ import { test } from 'node:test';
 import { matrix, multiply, qr, svd, transpose } from '../../src/registry/linalg.ts';
 import { relativeError, truncateLayer } from '../../src/registry/low-rank.ts';
 import { symmetricEigen } from '../../src/registry/symmetric-eigen.ts';
+import { buildMerge } from '../../src/registry/merge-build.ts';
+import { combineBindings } from '../../src/adapters/index.ts';
 
 interface Case {
   d_in: number;
@@ -113,4 +115,27 @@ test('dense truncation (Gram route) equals the exact Jacobi SVD of M on larger, 
     s.forEach((x, i) => ((total += x * x), i >= rank && (tail += x * x)));
     assert.ok(Math.abs(relativeError(tr) - Math.sqrt(tail / total)) <= 1e-9, `relative error ${relativeError(tr)} vs ${Math.sqrt(tail / total)}`);
   }
+});
+
+test('buildMerge truncates on a worker thread: the event loop runs while it computes, and the result equals truncateLayer', async () => {
+  let seed = 3;
+  const next = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5);
+  const layer = (dIn: number, dOut: number, R: number) => ({ rank: R, a: Float32Array.from({ length: dIn * R }, next), b: Float32Array.from({ length: R * dOut }, next) });
+  const part = { binding: { key: 'p', layers: new Map([['l0', layer(120, 200, 130)], ['l1', layer(64, 40, 8)]]) }, weight: 0.5 };
+  const copy = { a: Float32Array.from(part.binding.layers.get('l0')!.a), b: Float32Array.from(part.binding.layers.get('l0')!.b) };
+  let done = false;
+  const building = buildMerge('m', [part], 5).then((r) => ((done = true), r));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(done, false, 'a turn of the event loop passed while the merge was being built');
+  const built = await building;
+  const exact = combineBindings([part], 'm');
+  for (const [name, f] of exact.layers) {
+    const want = truncateLayer(f, 5);
+    const got = built.binding.layers.get(name)!;
+    assert.equal(got.rank, want.factors.rank);
+    assert.deepEqual([...got.a], [...want.factors.a], `${name}: a as computed on this thread`);
+    assert.deepEqual([...got.b], [...want.factors.b]);
+    assert.equal(built.truncation!.modules[name], relativeError(want));
+  }
+  assert.deepEqual([...part.binding.layers.get('l0')!.a], [...copy.a], 'the sources’ factors are untouched (copied, not transferred)');
 });
