@@ -10,8 +10,9 @@
  *   preservation         share of unrelated questions whose greedy answer is unchanged (exact text)
  *   already              the question named the target before any edit (counterfactuals: should be ~0)
  * Needs models/<model>/edit_stats.safetensors (npm run edits:stats -- --model models/smollm2-135m --layers 24,25,26).
- * Usage: npm run eval:edits-chat -- [--model models/smollm2-135m] [--edits 100] [--out bench/out/edits-chat.json]
- * The JSON is rewritten after every edit, so a run cut short still reports what it did.
+ * Usage: npm run eval:edits-chat -- [--model models/smollm2-135m] [--edits 100] [--minutes M] [--out bench/out/edits-chat.json]
+ * `--minutes`: stop posting edits after M minutes of stream and evaluate the edits made so far (retention = the
+ * first 10 % of those). The JSON is rewritten after every edit, so a run cut short still reports what it did.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -25,13 +26,14 @@ const { values: args } = parseArgs({
     edits: { type: 'string', default: '100' },
     out: { type: 'string', default: 'bench/out/edits-chat.json' },
     'max-tokens': { type: 'string', default: '24' },
+    minutes: { type: 'string', default: 'Infinity' },
   },
 });
 interface RealEdit { relation: string; subject: string; prompt: string; target: string; question: string; paraphrase: string }
 const data = JSON.parse(readFileSync('tools/edits/real_counterfactuals.json', 'utf8')) as { edits: RealEdit[]; unrelated: string[] };
 const N = Math.min(Number(args.edits), data.edits.length);
-const edits = data.edits.slice(0, N);
-const retained = edits.slice(0, Math.max(1, Math.round(N / 10)));
+const planned = data.edits.slice(0, N);
+const edits: RealEdit[] = [];
 const TOKEN = 'edits-chat-bench';
 const dataDir = mkdtempSync(join(tmpdir(), 'edits-chat-'));
 const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -63,7 +65,7 @@ function names(answer: string, target: string): boolean {
 
 const rate = (xs: boolean[]) => (xs.length === 0 ? null : xs.filter(Boolean).length / xs.length);
 const t0 = performance.now();
-const already = await Promise.all(edits.map(async (e) => names(await ask(e.question), e.target)));
+const already: boolean[] = [];
 const unrelatedBefore: string[] = [];
 for (const q of data.unrelated) unrelatedBefore.push(await ask(q));
 
@@ -80,7 +82,10 @@ const write = (extra: Record<string, unknown>) => {
 };
 
 try {
-  for (const [i, e] of edits.entries()) {
+  for (const [i, e] of planned.entries()) {
+    if ((performance.now() - t0) / 60000 > Number(args.minutes)) break;
+    already.push(names(await ask(e.question), e.target));
+    edits.push(e);
     const t = performance.now();
     const res = await fetch(`${server.url}/admin/edits`, {
       method: 'POST',
@@ -100,6 +105,7 @@ try {
     console.log(`#${i + 1} ${e.subject} →${e.target}: ${row.success ? 'ok ' : 'no '} ${(ackMs / 1000).toFixed(1)} s, steps ${row.steps}, nll ${row.nllBefore.toFixed(2)}→${row.nllAfter.toFixed(2)} | ${answer.replace(/\s+/g, ' ').slice(0, 70)}`);
     write({});
   }
+  const retained = edits.slice(0, Math.max(1, Math.round(edits.length / 10)));
   const heldAtEnd: boolean[] = [];
   for (const e of edits) heldAtEnd.push(names(await ask(e.question), e.target));
   const paraphrase: boolean[] = [];
@@ -117,7 +123,7 @@ try {
   const r = report;
   console.log(
     `${rows.length} edits in ${(r['minutes'] as number).toFixed(1)} min (load ${loadStart} → ${load()}): already ${pct(r['already'])}, success right after ${pct(r['success_right_after'])}, ` +
-      `retention (first ${retained.length}) ${pct(r['retention_first_10pct'])}, held at end ${pct(r['held_at_end'])}, paraphrase ${pct(r['paraphrase'])}, preservation ${pct(r['preservation'])}; wrote ${args.out}`,
+      `retention (first ${Math.max(1, Math.round(rows.length / 10))}) ${pct(r['retention_first_10pct'])}, held at end ${pct(r['held_at_end'])}, paraphrase ${pct(r['paraphrase'])}, preservation ${pct(r['preservation'])}; wrote ${args.out}`,
   );
 } finally {
   await server.stop();

@@ -20,6 +20,7 @@ import type { EditMeta } from './edit-log.ts';
 import type { LayerEdit, LayerSpec } from './edit-state.ts';
 import { EditStore } from './edit-store.ts';
 import { EditError } from './errors.ts';
+import { InitializerTable } from '../runtime/versions/initializer-table.ts';
 import { Gpt2Upper } from './gpt2-upper.ts';
 import { llamaUpper } from './llama-upper.ts';
 import type { UpperStack } from './upper.ts';
@@ -61,12 +62,19 @@ export class EditService {
   private lastPublish: { editSeq: number; baseVersion: number; buildMs: number } | undefined;
   private publishes = 0;
 
+  /**
+   * The computer on the weights the other sources (a global patch) currently serve under the edits, keyed by
+   * their labels; rebuilt (a new probe session and upper stack) only when those change.
+   */
+  private basis: { key: string; computer: EditComputer; probe?: KeyProbe } | undefined;
+
   private constructor(
     private readonly store: EditStore,
     private readonly computer: EditComputer | undefined,
     private readonly probe: KeyProbe,
     private readonly opts: EditServiceOptions,
     readonly layers: readonly string[],
+    private readonly specs: readonly LayerSpec[],
   ) {}
 
   /** Loads statistics, replays the log, builds the key probe, publishes the replayed state if it has edits. */
@@ -83,6 +91,11 @@ export class EditService {
     const specs: LayerSpec[] = layerNames.map((name) => {
       const lw = versions.linearWeight(name);
       if (!lw) throw new EditError('unknown_layer', `edit layer ${JSON.stringify(name)} is not a linear layer of ${model.id}`, 'layer');
+      if (versions.consumers(lw.initializer) === 0) {
+        // A 4-bit MatMulNBits weight (q4 import): base versions replace float32 initializers only, and writing W_t
+        // back by re-quantizing would round the rank-u change onto the 4-bit grid (README, Knowledge edits on Llama).
+        throw new EditError('unsupported_model', `edit layer ${name} has no float32 weight in ${model.id} (a quantized MatMulNBits layer); edit the f32 import instead`, 'layer');
+      }
       if (!stats.header.tensors.has(`${name}.mom2`)) {
         throw new EditError('unknown_layer', `${statsPath} has no key statistics for ${name} (it covers ${covered.join(', ')})`, 'layer');
       }
@@ -110,7 +123,7 @@ export class EditService {
     });
     const upper = upperStack(model, (name) => versions.pristine(probe.initializerFor(name)), ordered);
     const computer = upper ? new EditComputer(probe, upper, opts.tokenizer, settings, model.contextLength) : undefined;
-    const service = new EditService(store, computer, probe, opts, ordered.map((s) => s.name));
+    const service = new EditService(store, computer, probe, opts, ordered.map((s) => s.name), ordered);
     if (store.seq > 0) {
       service.generation++;
       await service.publishNow();
@@ -151,7 +164,7 @@ export class EditService {
       const out: EditAck[] = [];
       for (const e of edits) {
         const t0 = performance.now();
-        const computed = await computer.compute(e, this.store.current);
+        const computed = await (await this.computerOnServed(computer)).compute(e, this.store.current);
         const t1 = performance.now();
         const meta: EditMeta = { source: 'prompt', prompt: e.prompt, target: e.target, ...(e.subject !== undefined ? { subject: e.subject } : {}) };
         const ack: EditAck = { ...this.commit(computed.parts, meta, t1 - t0, t1), search: computed.search, positions: computed.positions };
@@ -216,6 +229,49 @@ export class EditService {
     await this.publishing;
     this.store.close();
     await this.probe.release();
+    await this.basis?.probe?.release();
+  }
+
+  /**
+   * Keys and values must see what is served: every other source's contribution (BaseVersions.composedWithout)
+   * under the edits. An additive change to an edited layer becomes the probe's offset on the fed W_t; changes
+   * to any other weight are written into the probe's model bytes and read by the upper stack. V = kᵀW_t + δ/n
+   * is unchanged: the recursion owns W_t, the patch's part of the served map stays the patch's.
+   */
+  private async computerOnServed(pristine: EditComputer): Promise<EditComputer> {
+    const { versions, model, settings } = this.opts;
+    const key = JSON.stringify(Object.entries(versions.current().labels).filter(([s]) => s !== 'edits'));
+    if (this.basis?.key === key) return this.basis.computer;
+    const others = versions.composedWithout('edits');
+    await this.basis?.probe?.release();
+    this.basis = undefined;
+    if (others.size === 0) {
+      this.basis = { key, computer: pristine };
+      return pristine;
+    }
+    const edited = new Set(this.specs.map((s) => s.initializer));
+    const offsets = new Map<string, Float32Array>();
+    const baked = new Map<string, Float32Array>();
+    for (const [name, w] of others) {
+      if (!edited.has(name)) baked.set(name, w);
+      else {
+        const w0 = versions.pristine(name);
+        offsets.set(name, Float32Array.from(w, (x, i) => x - w0[i]!));
+      }
+    }
+    const raw = new Uint8Array(readFileSync(model.onnxPath));
+    const bytes = baked.size > 0 ? InitializerTable.of(raw).patched(baked) : raw;
+    const probe = await KeyProbe.create(bytes, this.layers, model, this.opts.device, this.opts.threads, { offsets });
+    const init = (name: string) => this.probe.initializerFor(name);
+    const upper = upperStack(model, (name) => baked.get(init(name)) ?? versions.pristine(init(name)), this.specs)!;
+    this.basis = { key, probe, computer: new EditComputer(probe, upper, this.opts.tokenizer, settings, model.contextLength) };
+    return this.basis.computer;
+  }
+
+  /** Keys and ∂L/∂δ of a prompt edit on the weights as served now (tests compare them with a patched model). */
+  async inspect(edit: PromptEdit): ReturnType<EditComputer['inspect']> {
+    if (!this.computer) throw new EditError('unsupported_model', 'prompt edits are not available for this model');
+    return this.serial(async () => (await this.computerOnServed(this.computer!)).inspect(edit, this.store.current));
   }
 
   private commit(parts: readonly LayerEdit[], meta: EditMeta, computeMs: number, t1: number): EditAck {

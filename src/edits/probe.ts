@@ -43,6 +43,7 @@ export class KeyProbe {
     private readonly shape: KvShape,
     private readonly withLogits: boolean,
     private readonly aliases: ReadonlyMap<string, string>,
+    private readonly offsets: ReadonlyMap<string, Float32Array>,
   ) {}
 
   /**
@@ -57,7 +58,18 @@ export class KeyProbe {
    * `layerNames` in any order; the top one is the last in graph order. Throws EditError('unknown_layer') for
    * a name that is not a linear layer with a float weight.
    */
-  static async create(onnxBytes: Uint8Array, layerNames: readonly string[], shape: KvShape, device: Device, threads?: number, opts: { logits?: boolean } = {}): Promise<KeyProbe> {
+  /**
+   * `opts.offsets`: initializer → tensor added to the fed weight on every run (another source's additive change
+   * to an edited layer, e.g. a global patch: the probe then runs the weights as served, W_t + patch).
+   */
+  static async create(
+    onnxBytes: Uint8Array,
+    layerNames: readonly string[],
+    shape: KvShape,
+    device: Device,
+    threads?: number,
+    opts: { logits?: boolean; offsets?: ReadonlyMap<string, Float32Array> } = {},
+  ): Promise<KeyProbe> {
     const model = decodeModel(onnxBytes);
     const graph = model.graph!;
     const linear = findLinearLayers(model);
@@ -87,7 +99,7 @@ export class KeyProbe {
     ].map((vi) => ({ name: vi.name, type: { tensorType: { elemType: FLOAT } } }));
     const dModel = top.dOut;
     const session = await createSession(encodeModel(model), { device, ...(threads ? { threads } : {}) });
-    return new KeyProbe(session, layers, hiddenTensor, dModel, shape, opts.logits === true, aliases);
+    return new KeyProbe(session, layers, hiddenTensor, dModel, shape, opts.logits === true, aliases, opts.offsets ?? new Map());
   }
 
   /** Runs one unpadded sequence with the edited layers' current weights (initializer name → float32). */
@@ -101,7 +113,11 @@ export class KeyProbe {
     for (const name of pastNames(this.shape.numLayers)) {
       feeds[name] = new Tensor('float32', new Float32Array(0), [1, this.shape.numKvHeads, 0, this.shape.headDim]);
     }
-    for (const l of this.layers) feeds[l.initializer] = new Tensor('float32', weights.get(l.initializer)!, [l.dK, l.dV]);
+    for (const l of this.layers) {
+      const w = weights.get(l.initializer)!;
+      const off = this.offsets.get(l.initializer);
+      feeds[l.initializer] = new Tensor('float32', off ? Float32Array.from(w, (x, i) => x + off[i]!) : w, [l.dK, l.dV]);
+    }
     const out = await this.session.run(feeds, [...this.layers.map((l) => l.inputTensor), this.hiddenTensor, ...(this.withLogits ? ['logits'] : [])]);
     const inputs = new Map(this.layers.map((l) => [l.name, out[l.inputTensor]!.data as Float32Array]));
     return { length: t, inputs, hidden: out[this.hiddenTensor]!.data as Float32Array, ...(this.withLogits ? { logits: out['logits']!.data as Float32Array } : {}) };

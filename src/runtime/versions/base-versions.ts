@@ -153,6 +153,16 @@ export class BaseVersions {
     return this.opts.linearWeights.get(layer);
   }
 
+  /**
+   * The changed initializers of the current state with `source`'s contribution left out (composed exactly as a
+   * publish does), e.g. the global patch under the knowledge edits, which compute their keys and values on it.
+   */
+  composedWithout(source: string): Map<string, Float32Array> {
+    const others = new Map(this.contributions);
+    others.delete(source);
+    return this.compose(others);
+  }
+
   /** What `source` contributes to the current state (its last published label), if anything. */
   label(source: string): unknown {
     return this.contributions.get(source)?.label;
