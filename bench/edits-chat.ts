@@ -9,6 +9,8 @@
  *   paraphrase           a reworded question ("Tell me the name of the capital city of France.") at the end
  *   preservation         share of unrelated questions whose greedy answer is unchanged (exact text)
  *   already              the question named the target before any edit (counterfactuals: should be ~0)
+ *   prompt success       the edit's own prompt, /v1/completions, greedy: the continuation starts with the target
+ *                        (the classic edit-success metric; separates "the edit took" from "chat transfers it")
  * Needs models/<model>/edit_stats.safetensors (npm run edits:stats -- --model models/smollm2-135m --layers 24,25,26).
  * Usage: npm run eval:edits-chat -- [--model models/smollm2-135m] [--edits 100] [--minutes M] [--out bench/out/edits-chat.json]
  * `--minutes`: stop posting edits after M minutes of stream and evaluate the edits made so far (retention = the
@@ -40,7 +42,8 @@ const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
 const loadStart = load();
 
 const server = await startServer(
-  { PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_ADMIN_TOKEN: TOKEN, PATCHBAY_DATA_DIR: dataDir, PATCHBAY_THREADS: '2' },
+  // One session per version (no branch-free twin): the shared machine's memory is tight.
+  { PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_ADMIN_TOKEN: TOKEN, PATCHBAY_DATA_DIR: dataDir, PATCHBAY_THREADS: '2', PATCHBAY_PLAIN_SESSION: 'off' },
   undefined,
   600_000,
 );
@@ -57,6 +60,17 @@ async function ask(question: string): Promise<string> {
   return ((await res.json()) as { choices: { message: { content: string } }[] }).choices[0]!.message.content;
 }
 
+async function complete(prompt: string): Promise<string> {
+  const res = await fetch(`${server.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: modelId, prompt, max_tokens: 6, temperature: 0 }),
+  });
+  if (!res.ok) throw new Error(`completion answered ${res.status}: ${await res.text()}`);
+  return ((await res.json()) as { choices: { text: string }[] }).choices[0]!.text;
+}
+const startsWith = (text: string, target: string) => text.trimStart().startsWith(target.trim());
+
 /** The answer names the target: the target's words as a whole-word, case-insensitive match. */
 function names(answer: string, target: string): boolean {
   const t = target.trim().replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -69,13 +83,13 @@ const already: boolean[] = [];
 const unrelatedBefore: string[] = [];
 for (const q of data.unrelated) unrelatedBefore.push(await ask(q));
 
-interface Row { i: number; subject: string; target: string; seq: number; ackMs: number; computeMs: number; steps: number; nllBefore: number; nllAfter: number; answer: string; success: boolean }
+interface Row { i: number; subject: string; target: string; seq: number; ackMs: number; computeMs: number; steps: number; nllBefore: number; nllAfter: number; answer: string; success: boolean; promptSuccess: boolean }
 const rows: Row[] = [];
 let report: Record<string, unknown> = {};
 const write = (extra: Record<string, unknown>) => {
   report = {
     model: args.model, modelId, edits: rows.length, planned: N, layers: 'from edit_stats.safetensors', load_start: loadStart, load_now: load(),
-    minutes: (performance.now() - t0) / 60000, already: rate(already), success_right_after: rate(rows.map((r) => r.success)), rows, ...extra,
+    minutes: (performance.now() - t0) / 60000, already: rate(already), success_right_after: rate(rows.map((r) => r.success)), prompt_success_right_after: rate(rows.map((r) => r.promptSuccess)), rows, ...extra,
   };
   mkdirSync(dirname(args.out!), { recursive: true });
   writeFileSync(args.out!, JSON.stringify(report, null, 1));
@@ -97,17 +111,20 @@ try {
     const ackMs = performance.now() - t;
     const a = ack.edits[0]!;
     const answer = await ask(e.question);
+    const continuation = await complete(e.prompt);
     const row: Row = {
       i, subject: e.subject, target: e.target, seq: ack.seq, ackMs, computeMs: a.ms.compute, steps: a.value_search?.steps ?? NaN,
-      nllBefore: a.value_search?.nllBefore ?? NaN, nllAfter: a.value_search?.nllAfter ?? NaN, answer, success: names(answer, e.target),
+      nllBefore: a.value_search?.nllBefore ?? NaN, nllAfter: a.value_search?.nllAfter ?? NaN, answer, success: names(answer, e.target), promptSuccess: startsWith(continuation, e.target),
     };
     rows.push(row);
-    console.log(`#${i + 1} ${e.subject} →${e.target}: ${row.success ? 'ok ' : 'no '} ${(ackMs / 1000).toFixed(1)} s, steps ${row.steps}, nll ${row.nllBefore.toFixed(2)}→${row.nllAfter.toFixed(2)} | ${answer.replace(/\s+/g, ' ').slice(0, 70)}`);
+    console.log(`#${i + 1} ${e.subject} →${e.target}: chat ${row.success ? 'ok ' : 'no '} prompt ${row.promptSuccess ? 'ok ' : 'no '} ${(ackMs / 1000).toFixed(1)} s, steps ${row.steps}, nll ${row.nllBefore.toFixed(2)}→${row.nllAfter.toFixed(2)} | ${answer.replace(/\s+/g, ' ').slice(0, 70)}`);
     write({});
   }
   const retained = edits.slice(0, Math.max(1, Math.round(edits.length / 10)));
   const heldAtEnd: boolean[] = [];
   for (const e of edits) heldAtEnd.push(names(await ask(e.question), e.target));
+  const promptHeld: boolean[] = [];
+  for (const e of edits) promptHeld.push(startsWith(await complete(e.prompt), e.target));
   const paraphrase: boolean[] = [];
   for (const e of edits) paraphrase.push(names(await ask(e.paraphrase), e.target));
   const unrelatedAfter: string[] = [];
@@ -115,6 +132,8 @@ try {
   write({
     retention_first_10pct: rate(heldAtEnd.slice(0, retained.length)),
     held_at_end: rate(heldAtEnd),
+    prompt_retention_first_10pct: rate(promptHeld.slice(0, retained.length)),
+    prompt_held_at_end: rate(promptHeld),
     paraphrase: rate(paraphrase),
     preservation: rate(unrelatedAfter.map((a, i) => a === unrelatedBefore[i])),
     unrelated: data.unrelated.map((q, i) => ({ q, before: unrelatedBefore[i], after: unrelatedAfter[i] })),
@@ -122,8 +141,8 @@ try {
   });
   const r = report;
   console.log(
-    `${rows.length} edits in ${(r['minutes'] as number).toFixed(1)} min (load ${loadStart} → ${load()}): already ${pct(r['already'])}, success right after ${pct(r['success_right_after'])}, ` +
-      `retention (first ${Math.max(1, Math.round(rows.length / 10))}) ${pct(r['retention_first_10pct'])}, held at end ${pct(r['held_at_end'])}, paraphrase ${pct(r['paraphrase'])}, preservation ${pct(r['preservation'])}; wrote ${args.out}`,
+    `${rows.length} edits in ${(r['minutes'] as number).toFixed(1)} min (load ${loadStart} → ${load()}): already ${pct(r['already'])}, success right after ${pct(r['success_right_after'])} (prompt ${pct(r['prompt_success_right_after'])}), ` +
+      `retention (first ${Math.max(1, Math.round(rows.length / 10))}) ${pct(r['retention_first_10pct'])}, held at end ${pct(r['held_at_end'])} (prompt ${pct(r['prompt_held_at_end'])}), paraphrase ${pct(r['paraphrase'])}, preservation ${pct(r['preservation'])}; wrote ${args.out}`,
   );
 } finally {
   await server.stop();
