@@ -104,6 +104,8 @@ const ConfigSchema = z.object({
   metricsHost: z.string().min(1).default('127.0.0.1'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   threads: int(1, 1024).optional(),
+  /** ORT pool threads busy-wait between parallel sections (on, ORT's default) or sleep (off: shared or quota-limited cores). */
+  ortSpinning: z.enum(['on', 'off']).default('on'),
   otlpEndpoint: z.url().optional(),
   /** `service.name` on exported spans. */
   serviceName: z.string().min(1).default('patchbay'),
@@ -145,6 +147,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   metricsHost: { env: 'PATCHBAY_METRICS_HOST', flag: 'metrics-host' },
   logLevel: { env: 'PATCHBAY_LOG_LEVEL', flag: 'log-level' },
   threads: { env: 'PATCHBAY_THREADS', flag: 'threads' },
+  ortSpinning: { env: 'PATCHBAY_ORT_SPINNING', flag: 'ort-spinning' },
   otlpEndpoint: { env: 'OTEL_EXPORTER_OTLP_ENDPOINT', flag: 'otlp-endpoint' },
   serviceName: { env: 'OTEL_SERVICE_NAME', flag: 'service-name' },
   edits: { env: 'PATCHBAY_EDITS', flag: 'edits' },

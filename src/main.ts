@@ -116,6 +116,7 @@ const loading: Promise<Runtime> = loadRuntime({
   ...(config.modelId ? { modelId: config.modelId } : {}),
   device: config.device,
   maxBatch: config.maxBatch,
+  spinning: config.ortSpinning === 'on',
   maxQueue: config.maxQueue,
   ...(config.threads ? { threads: config.threads } : {}),
   ...(config.deltaTargets ? { deltaSelection: config.deltaTargets } : {}),

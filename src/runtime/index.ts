@@ -28,6 +28,8 @@ export interface RuntimeOptions {
   maxBatch: number;
   maxQueue: number;
   threads?: number;
+  /** ORT pool threads busy-wait between parallel sections (default true; see SessionOptions.spinning). */
+  spinning?: boolean;
   /**
    * Which linear layers get a per-request delta branch (adapters can only land there). `'none'` serves
    * the graph untouched. Default: see DEFAULT_DELTA_SELECTION in graph/selection.ts.
@@ -95,7 +97,7 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const plainBytes = opts.sliceLogits !== false && sliceLogits(proto) ? encodeModel(proto) : original;
   const rewrite = opts.deltaSelection === 'none' ? undefined : addDeltaBranches(proto, opts.deltaSelection);
   const deltaLayers: DeltaLayer[] = rewrite?.layers ?? [];
-  const sessionOptions = { device: opts.device, threads: opts.threads };
+  const sessionOptions = { device: opts.device, threads: opts.threads, ...(opts.spinning !== undefined ? { spinning: opts.spinning } : {}) };
   const wantPlain = opts.plainSession ?? 'auto';
   const keepPlain = rewrite !== undefined && (wantPlain === 'on' || (wantPlain === 'auto' && original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES));
   // The pristine bytes of each graph stay in memory: every base version is built from them (versions/).

@@ -7,6 +7,14 @@ export interface SessionOptions {
   device: Device;
   /** Intra-op threads; default: ORT's choice (one per core). */
   threads?: number;
+  /**
+   * Whether ORT's pool threads spin (busy-wait) between parallel sections and after a run instead of
+   * sleeping; default true, ORT's own default. Spinning saves the wake-up of a sleeping worker on each of the
+   * decode step's parallel sections, but a spinning thread holds a core: where cores are shared (other
+   * processes, CPU quotas, Node's own thread next to ORT's on a 2-core host) it measured up to 5× slower
+   * (BENCHMARKS.md, "q4 decode speed"). PATCHBAY_ORT_SPINNING=off turns it off.
+   */
+  spinning?: boolean;
 }
 
 /** The ORT options every Patchbay session gets (benches build theirs from this too). */
@@ -15,6 +23,8 @@ export function ortSessionOptions(opts: SessionOptions): InferenceSession.Sessio
     executionProviders: [opts.device === 'cuda' ? 'cuda' : 'cpu'],
     graphOptimizationLevel: 'all',
     ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
+    // onnxruntime-node flattens `extra` into session config entries: session.intra_op.allow_spinning = "0".
+    ...(opts.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
   };
 }
 

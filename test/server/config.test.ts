@@ -77,6 +77,13 @@ test('PATCHBAY_DELTA_TARGETS: unset = runtime default, names, none, comma-separa
   assert.throws(() => loadConfig([], { PATCHBAY_DELTA_TARGETS: ' , ' }), ConfigError);
 });
 
+test('PATCHBAY_ORT_SPINNING: on by default (as ORT), off turns pool spinning off, anything else names the variable', () => {
+  assert.equal(loadConfig([], {}).ortSpinning, 'on');
+  assert.equal(loadConfig([], { PATCHBAY_ORT_SPINNING: 'off' }).ortSpinning, 'off');
+  assert.equal(loadConfig(['--ort-spinning', 'on'], { PATCHBAY_ORT_SPINNING: 'off' }).ortSpinning, 'on');
+  assert.throws(() => loadConfig([], { PATCHBAY_ORT_SPINNING: 'maybe' }), /PATCHBAY_ORT_SPINNING="maybe"/);
+});
+
 test('PATCHBAY_NBITS_ACCURACY: unset keeps the model file, 0-4 accepted, anything else names the variable', () => {
   assert.equal(loadConfig([], {}).nbitsAccuracy, undefined);
   assert.equal(loadConfig([], { PATCHBAY_NBITS_ACCURACY: '4' }).nbitsAccuracy, 4);
