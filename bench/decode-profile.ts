@@ -3,10 +3,10 @@
  *   1. wall time of decode steps on the served graph (the runtime's logits slice applied, no delta branches —
  *      what base-only traffic runs), sessions of every variant open at once, rounds interleaved, medians;
  *   2. ORT's own profiler (`enableProfiling`) on the same steps, kernel time summed per op type.
- * A variant is a model directory × an accuracy_level (PATCHBAY_NBITS_ACCURACY's rewrite), e.g. the model
- * before and after an importer change.
+ * A variant is a model directory × an accuracy_level (PATCHBAY_NBITS_ACCURACY's rewrite) × ORT pool spinning
+ * (PATCHBAY_ORT_SPINNING), e.g. the model before and after an importer change.
  *
- *   npm run bench:decode-profile -- --model models/smollm2-135m-q4[,other-dir] [--accuracy 0[,4]]
+ *   npm run bench:decode-profile -- --model models/smollm2-135m-q4[,other-dir] [--accuracy 0[,4]] [--spinning on[,off]]
  *        [--batch 1,8] [--context 32] [--steps 16] [--rounds 3] [--threads 2] [--top 14] [--no-profile]
  *
  * "cpu ms/step" is this process's CPU time per step (all threads; with --threads 1 it is the work itself,
@@ -31,6 +31,7 @@ const { values: args } = parseArgs({
   options: {
     model: { type: 'string', default: 'models/smollm2-135m-q4' },
     accuracy: { type: 'string' },
+    spinning: { type: 'string' },
     batch: { type: 'string', default: '1,8' },
     context: { type: 'string', default: '32' },
     steps: { type: 'string', default: '16' },
@@ -51,6 +52,7 @@ interface Variant {
   info: ModelInfo;
   bytes: Uint8Array;
   nodes: number;
+  spinning?: boolean;
 }
 const variants: Variant[] = [];
 for (const m of args.model.split(',')) {
@@ -60,8 +62,12 @@ for (const m of args.model.split(',')) {
     const proto = decodeModel(stored);
     if (level !== undefined) setNBitsAccuracy(proto, Number(level) as 0 | 4);
     sliceLogits(proto);
-    const label = `${basename(resolve(m))}${level !== undefined ? ` @${level}` : ''}`;
-    variants.push({ label, info, bytes: encodeModel(proto), nodes: proto.graph?.node?.length ?? 0 });
+    const bytes = encodeModel(proto);
+    for (const spin of args.spinning?.split(',') ?? [undefined]) {
+      if (spin !== undefined && spin !== 'on' && spin !== 'off') throw new Error(`--spinning takes on and/or off, got "${spin}"`);
+      const label = `${basename(resolve(m))}${level !== undefined ? ` @${level}` : ''}${spin !== undefined ? ` spin ${spin}` : ''}`;
+      variants.push({ label, info, bytes, nodes: proto.graph?.node?.length ?? 0, ...(spin !== undefined ? { spinning: spin === 'on' } : {}) });
+    }
   }
 }
 
@@ -96,10 +102,10 @@ async function decode(session: InferenceSession, info: ModelInfo, rows: number):
   return wall;
 }
 
-const options = ortSessionOptions({ device: 'cpu', threads });
+const optionsOf = (v: Variant) => ortSessionOptions({ device: 'cpu', threads, ...(v.spinning !== undefined ? { spinning: v.spinning } : {}) });
 const batches = args.batch.split(',').map(Number);
 // 1. Wall time: every variant's session open, rounds interleaved.
-const sessions = await Promise.all(variants.map((v) => InferenceSession.create(v.bytes, options)));
+const sessions = await Promise.all(variants.map((v) => InferenceSession.create(v.bytes, optionsOf(v))));
 const wallMs = variants.map(() => batches.map(() => [] as number[]));
 const cpuMs = variants.map(() => batches.map(() => [] as number[]));
 for (let r = 0; r < rounds; r++) {
@@ -126,7 +132,7 @@ for (const [vi, v] of variants.entries()) {
 for (const [vi, v] of (args['no-profile'] ? [] : variants).entries()) {
   for (const rows of batches) {
     const prefix = `${dir}/v${vi}b${rows}`;
-    const session = await InferenceSession.create(v.bytes, { ...options, enableProfiling: true, profileFilePrefix: prefix });
+    const session = await InferenceSession.create(v.bytes, { ...optionsOf(v), enableProfiling: true, profileFilePrefix: prefix });
     const wall = await decode(session, v.info, rows);
     session.endProfiling(); // onnxruntime-node returns nothing here: the file is the one under `dir` with this prefix
     await session.release();

@@ -1,7 +1,7 @@
 /**
  * Bytes of weights one decode step must read, from the ONNX graph: every linear layer's weight (the output
- * head included: a tied head reads the whole embedding table), plus for MatMulNBits layers their scales and
- * the offset tables of their corrections. The embedding lookup reads one row per token and is not counted.
+ * head included: a tied head reads the whole embedding table), plus for MatMulNBits layers their scales, second
+ * planes and zero points, and the offset tables and block indicators of their corrections. The embedding lookup reads one row per token and is not counted.
  * Divided by the measured memory bandwidth this is the time floor of a batch-1 decode step on CPU.
  */
 import { findLinearLayers } from '../../src/runtime/graph/index.ts';
@@ -26,8 +26,13 @@ export function decodeWeightBytes(onnxBytes: Uint8Array): number {
     add(layer.weightName);
     if (layer.op === 'MatMulNBits') add(nodeByName.get(layer.nodeName)?.input?.[2]); // scales
   }
-  // offset tables of the q4 correction MatMuls (deliberately not linear layers, see src/import/quant/nbits-nodes.ts)
-  for (const n of model.graph?.node ?? []) if (n.opType === 'MatMul' && n.name?.endsWith('/nbits_offset/MatMul')) add(n.input?.[1]);
+  for (const n of model.graph?.node ?? []) {
+    // every MatMulNBits operand: also the second plane of a split 8-bit weight (`…/nbits_lo/`) and zero points
+    if (n.opType === 'MatMulNBits') for (const i of [1, 2, 3]) add(n.input?.[i]);
+    // offset tables and block indicators of the q4 corrections (deliberately not linear layers, see
+    // src/import/quant/nbits-nodes.ts; MatMul in imports before the FusedMatMul form)
+    if (/\/nbits_(offset|blocksum)\/(Fused)?MatMul$/.test(n.name ?? '')) add(n.input?.[1]);
+  }
   let bytes = 0;
   for (const name of counted) bytes += tensorBytes(inits.get(name)!);
   return bytes;
