@@ -1,0 +1,114 @@
+/**
+ * bench/race-q4 — the 4-bit race alone: Patchbay on the exact-4-bit import at accuracy_level 0 (exact) and 4
+ * (int8 activations, as llama.cpp's own Q4_1 × Q8_1 products), each with ORT's pool spinning on and off
+ * (PATCHBAY_ORT_SPINNING), against llama.cpp (node-llama-cpp) on the same GGUF: batch-1 greedy decode and N
+ * concurrent requests vs llama.cpp decoding N sequences. bench:serve runs the same race next to the f32
+ * server, the bare ORT loop and transformers.js; this companion leaves those out (their f32 copies of the
+ * weights need ~5 GB more memory), so it fits a host that is short of memory, and puts the spinning setting
+ * side by side in one run. Each contender is a process of its own, trials interleave, medians (and ranges).
+ *
+ *   npm run bench:race-q4 -- --q4-model models/smollm2-135m-q4 --gguf <file.gguf>
+ *        [--tokens 32] [--trials 3] [--threads 2] [--concurrency 8] [--levels 0,4] [--spinning on,off]
+ */
+import { parseArgs } from 'node:util';
+import { loadavg } from 'node:os';
+import { resolve } from 'node:path';
+import { readModelInfo } from '../src/runtime/model-config.ts';
+import { Contender } from './lib/contender.ts';
+import { startServer, timeCompletion, type ServerProcess } from './lib/server-process.ts';
+import { median, row } from './lib/stats.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    'q4-model': { type: 'string', default: 'models/smollm2-135m-q4' },
+    gguf: { type: 'string' },
+    tokens: { type: 'string', default: '32' },
+    trials: { type: 'string', default: '3' },
+    threads: { type: 'string', default: '2' },
+    concurrency: { type: 'string', default: '8' },
+    levels: { type: 'string', default: '0,4' },
+    spinning: { type: 'string', default: 'on,off' },
+  },
+});
+if (!args.gguf) throw new Error('--gguf <the GGUF the q4 model was imported from> is required');
+const q4Dir = resolve(args['q4-model']);
+const wanted = Number(args.tokens);
+const trials = Number(args.trials);
+const threads = Number(args.threads);
+const concurrency = Number(args.concurrency);
+const levels = args.levels.split(',');
+const spinnings = args.spinning.split(',');
+for (const l of levels) if (!/^[0-4]$/.test(l)) throw new Error(`--levels takes accuracy levels 0-4, got "${l}"`);
+for (const s of spinnings) if (s !== 'on' && s !== 'off') throw new Error(`--spinning takes on and/or off, got "${s}"`);
+// bench:serve's `--prompts english`.
+const PROMPTS = ['The capital of France is', 'Once upon a time, there was', 'The best way to learn a language is', 'Water boils at',
+  'My favourite book is', 'The sea is', 'In the morning I usually', 'A good friend is someone who'];
+const prompt = PROMPTS[0]!;
+const batchPrompts = Array.from({ length: concurrency }, (_, i) => PROMPTS[i % PROMPTS.length]!);
+
+const loadBefore = loadavg()[0]!;
+const model = await readModelInfo(q4Dir);
+interface Patchbay {
+  label: string;
+  server: ServerProcess;
+}
+const patchbays: Patchbay[] = [];
+for (const level of levels) {
+  for (const spin of spinnings) {
+    const server = await startServer({
+      PATCHBAY_MODEL_DIR: q4Dir,
+      PATCHBAY_THREADS: String(threads),
+      PATCHBAY_MAX_BATCH: String(concurrency),
+      PATCHBAY_NBITS_ACCURACY: level,
+      PATCHBAY_ORT_SPINNING: spin,
+    });
+    patchbays.push({ label: `Patchbay q4 ${level === '0' ? 'exact (level 0)' : `level ${level}`}, spinning ${spin}`, server });
+  }
+}
+const llama = await Contender.start('llama.cpp', resolve(args.gguf), threads, concurrency);
+const request = (p: string, maxTokens: number) => ({ model: model.id, prompt: p, max_tokens: maxTokens, temperature: 0, ignore_eos: true });
+
+// Warm-up; every contender produces `tokens` tokens (ignore_eos), the greedy texts may differ (int8 vs exact).
+const tokens = (await timeCompletion(patchbays[0]!.server.url, request(prompt, wanted))).completionTokens;
+for (const p of patchbays.slice(1)) await timeCompletion(p.server.url, request(prompt, tokens));
+await llama.run({ prompt, tokens });
+
+/** ORT's idle pool threads may spin after a run; let them sleep before the next contender starts. */
+const settle = () => new Promise((r) => setTimeout(r, 250));
+const ms = new Map<string, { one: number[]; many: number[] }>();
+const record = (label: string, kind: 'one' | 'many', v: number) => {
+  const m = ms.get(label) ?? { one: [], many: [] };
+  m[kind].push(v);
+  ms.set(label, m);
+};
+const LLAMA = 'llama.cpp (node-llama-cpp)';
+let manyTokens = 0;
+for (let t = 0; t < trials; t++) {
+  for (const p of patchbays) {
+    await settle();
+    record(p.label, 'one', (await timeCompletion(p.server.url, request(prompt, tokens))).ms);
+    await settle();
+    const started = performance.now();
+    const all = await Promise.all(batchPrompts.map((bp) => timeCompletion(p.server.url, request(bp, tokens))));
+    record(p.label, 'many', performance.now() - started);
+    manyTokens = all.reduce((n, r) => n + r.completionTokens, 0);
+  }
+  await settle();
+  record(LLAMA, 'one', (await llama.run({ prompt, tokens })).ms);
+  await settle();
+  record(LLAMA, 'many', (await llama.run({ prompts: batchPrompts, tokens })).ms);
+}
+for (const p of patchbays) await p.server.stop();
+llama.stop();
+const loadAfter = loadavg()[0]!;
+
+const rate = (n: number, list: number[]) => (1000 * n) / median(list);
+const span = (n: number, list: number[]) => `${((1000 * n) / Math.max(...list)).toFixed(1)}–${((1000 * n) / Math.min(...list)).toFixed(1)}`;
+const ref = ms.get(LLAMA)!;
+console.log(`\nbench/race-q4 — ${model.id} vs llama.cpp on ${args.gguf}, ${tokens} new tokens, ${trials} trials, ${threads} threads, ${concurrency} concurrent; load average ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`);
+const w = [46, 12, 13, 8, 14, 13, 8];
+console.log(row(['contender', 'b1 tok/s', 'b1 range', '÷ llama', `${concurrency}× tok/s`, `${concurrency}× range`, '÷ llama'], w));
+for (const [label, m] of ms) {
+  console.log(row([label, rate(tokens, m.one), span(tokens, m.one), median(ref.one) / median(m.one), rate(manyTokens, m.many), span(manyTokens, m.many), median(ref.many) / median(m.many)], w));
+}
+console.log('goals (issue #6): batch-1 ÷ llama ≥ 1; concurrent ÷ llama ≥ 2');
