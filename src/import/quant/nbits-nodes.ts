@@ -233,8 +233,8 @@ function offsetIsZeroPoint0(w: NBitsWeight): boolean {
 
 /**
  * A `com.microsoft` node. The correction products use FusedMatMul (alpha 1: a plain MatMul) with 2-D constant
- * operands: ORT pre-packs a 2-D B once and folds the batch into M (a 3-D [1, K, N] B is re-packed on every
- * run and multiplied row by row), and FusedMatMul is not an op the graph rewrite takes for a linear layer
+ * operands (the tables used to be 3-D [1, K, N]): ORT's CPU MatMul pre-packs a constant B when it is 2-D and
+ * then multiplies x [b, s, K] as one [b·s, K] matrix; and FusedMatMul is not an op the graph rewrite takes for a linear layer
  * (runtime/graph/linear-layers.ts: MatMul, Gemm, MatMulNBits), so no adapter branch lands on a correction.
  */
 function msNode(opType: string, name: string, inputs: string[], outputs: string[]): NodeProto {
