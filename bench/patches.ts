@@ -1,26 +1,31 @@
 /**
  * bench/patches — what global and per-request robustness patches cost (runtime level, no HTTP, one ORT
  * thread, interleaved trials, medians and ranges):
- *   1. Global switch: build time and switch time of a base version changing the linear weights of blocks
- *      0–1 (what an RWS patch on the shallow layers touches), and how long a sequence decoding meanwhile
- *      waits because of it: its largest gap between two tokens during the switch vs its median gap.
- *   2. The alternative design, those 8 weights fed as graph inputs (switching = feeding other tensors):
+ *   1. Global switch, two runtimes side by side: versions built on the serving thread (`sessionWorkers:
+ *      'off'`) and in a worker thread (`'versions'`, the default). Build time, switch time, and how long a
+ *      sequence decoding meanwhile waits because of it: its largest gap between two tokens while the
+ *      version builds, next to its median gap and its largest gap in a run without a publish.
+ *   2. The worker hop: decode step time of a version whose sessions run in a worker vs on this thread
+ *      (same graphs, same weights), batch 1 and 8.
+ *   3. The alternative design, those weights fed as graph inputs (switching = feeding other tensors):
  *      decode step time vs the constant-initializer graph, batch 1 and 8.
- *   3. Per-request patches (dense factors on the delta path, rank min(d_in, d_out)): decode step time at
+ *   4. Per-request patches (dense factors on the delta path, rank min(d_in, d_out)): decode step time at
  *      batch 1 and 8 with every row patched, and with 1 of 8 rows patched, vs base rows.
  *
- *   npm run bench:patches -- [--model models/tiny-gpt2] [--trials 5] [--steps 24]
+ *   npm run bench:patches -- [--model models/tiny-gpt2] [--trials 5] [--steps 24] [--tokens 60]
+ *                            [--plain auto|on|off]
  */
 import { parseArgs } from 'node:util';
 import { BatchKv } from '../src/runtime/batch-kv.ts';
 import { deltaTensors } from '../src/runtime/delta-feeds.ts';
 import { Engine } from '../src/runtime/engine.ts';
-import { loadRuntime } from '../src/runtime/index.ts';
+import { loadRuntime, type Runtime } from '../src/runtime/index.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { createSession } from '../src/runtime/session.ts';
 import { denseFactors } from '../src/patches/patch-manager.ts';
 import type { DeltaBinding } from '../src/runtime/types.ts';
 import { readFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { median, row } from './lib/stats.ts';
 import { weightFeeds, weightsAsInputs } from './lib/weights-as-inputs.ts';
@@ -30,71 +35,110 @@ const { values: args } = parseArgs({
     model: { type: 'string', default: 'models/tiny-gpt2' },
     trials: { type: 'string', default: '5' },
     steps: { type: 'string', default: '24' },
+    tokens: { type: 'string', default: '60' },
     blocks: { type: 'string', default: '0,1' },
+    plain: { type: 'string', default: 'auto' },
   },
 });
 const trials = Number(args.trials);
 const steps = Number(args.steps);
+const maxTokens = Number(args.tokens);
 const blocks = args.blocks!.split(',');
+const plainSession = args.plain as 'auto' | 'on' | 'off';
+const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
 
-const rt = await loadRuntime({ modelDir: args.model!, device: 'cpu', maxBatch: 8, maxQueue: 64, threads: 1 });
+const common = { modelDir: args.model!, device: 'cpu' as const, maxBatch: 8, maxQueue: 64, threads: 1, plainSession };
+const inThread = await loadRuntime({ ...common, sessionWorkers: 'off' });
+const hosted = await loadRuntime({ ...common, sessionWorkers: 'versions' });
+const rt = inThread;
 const patched = [...(rt.rewrite?.linearLayers ?? [])].filter((l) => blocks.some((b) => new RegExp(`\\.(h|layers)\\.${b}\\.`).test(l.name)) && rt.versions.consumers(l.weightName) === 1);
 const uniform = seededRandom(7);
 const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => (uniform() * 2 - 1) * scale);
 const deltas = new Map(patched.map((l) => [l.weightName, random(l.dIn * l.dOut, 1e-3)]));
-const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
-console.log(`model ${args.model}, ${patched.length} patched layers (blocks ${blocks.join(',')}), ${trials} trials, ORT 1 thread\n`);
+const range = (xs: number[], digits = 1) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
+console.log(`model ${args.model}, ${patched.length} patched layers (blocks ${blocks.join(',')}), ${trials} trials, ORT 1 thread, plain session ${plainSession}`);
+console.log(`load average at start ${load()}\n`);
 
 // 1. Global switch while a sequence decodes.
 const prompt = rt.tokenizer.encode('HAMLET.\nTo be, or not to be');
-async function decodeGaps(publish: boolean): Promise<{ gaps: number[]; swapWindow?: [number, number]; build?: number; sw?: number }> {
-  const h = rt.scheduler.submit({ promptIds: prompt, sampling: { maxTokens: 60, temperature: 0, topP: 1, topK: 0, stop: [], ignoreEos: true } });
+interface Gaps { median: number; max: number; maxDuring?: number; build?: number; sw?: number; during?: number }
+async function decodeGaps(r: Runtime, publish: boolean): Promise<Gaps> {
+  const h = r.scheduler.submit({ promptIds: prompt, sampling: { maxTokens, temperature: 0, topP: 1, topK: 0, stop: [], ignoreEos: true } });
   const times: number[] = [];
-  let started: Promise<void> | undefined;
+  let swap: Promise<void> | undefined;
   let window: [number, number] | undefined;
-  let build: number | undefined;
-  let sw: number | undefined;
+  const out: Partial<Gaps> = {};
   for await (const e of h) {
     times.push(performance.now());
     if (publish && times.length === 10) {
       const t0 = performance.now();
-      started = rt.versions.publish('bench', { add: deltas }).then((s) => {
+      swap = r.versions.publish('bench', { add: deltas }).then((s) => {
         window = [t0, performance.now()];
-        build = s.buildMs;
-        sw = s.switchMs;
+        out.build = s.buildMs;
+        out.sw = s.switchMs;
       });
     }
     void e;
   }
-  await started;
-  await rt.versions.publish('bench', undefined);
+  await swap;
+  if (publish) await r.versions.publish('bench', undefined);
   const gaps = times.slice(1).map((t, i) => t - times[i]!);
-  return { gaps, ...(window ? { swapWindow: window } : {}), ...(build !== undefined ? { build, sw } : {}) } as never;
+  if (window) {
+    // Every gap that overlaps the publish (call → switch): the wait the build caused, if any.
+    const [a, b] = window;
+    const during = gaps.filter((_, i) => times[i + 1]! > a && times[i]! < b);
+    out.maxDuring = Math.max(0, ...during);
+    out.during = during.length;
+    if (b > times.at(-1)!) console.log('   (the sequence ended before the switch: raise --tokens)');
+  }
+  return { median: median(gaps), max: Math.max(...gaps), ...out };
 }
-const steady: number[] = [];
-const maxDuring: number[] = [];
-const builds: number[] = [];
-const switches: number[] = [];
+const contendersSwitch: [string, Runtime][] = [
+  ['built on the serving thread (off)', inThread],
+  ['built in a worker (versions)', hosted],
+];
+const sw = new Map<string, { quietMedian: number[]; quietMax: number[]; maxDuring: number[]; builds: number[]; switches: number[]; during: number[] }>();
 for (let t = 0; t < trials; t++) {
-  const quiet = await decodeGaps(false);
-  steady.push(median(quiet.gaps));
-  const busy = await decodeGaps(true);
-  maxDuring.push(Math.max(...busy.gaps));
-  builds.push(busy.build!);
-  switches.push(busy.sw!);
+  for (const [name, r] of contendersSwitch) {
+    const acc = sw.get(name) ?? { quietMedian: [], quietMax: [], maxDuring: [], builds: [], switches: [], during: [] };
+    sw.set(name, acc);
+    const quiet = await decodeGaps(r, false);
+    acc.quietMedian.push(quiet.median);
+    acc.quietMax.push(quiet.max);
+    const busy = await decodeGaps(r, true);
+    acc.maxDuring.push(busy.maxDuring!);
+    acc.builds.push(busy.build!);
+    acc.switches.push(busy.sw!);
+    acc.during.push(busy.during!);
+  }
 }
-console.log('1. global switch (version build off the request path, then an atomic switch)');
-console.log(`   build ${median(builds).toFixed(1)} ms (${range(builds)}), switch ${median(switches).toFixed(3)} ms`);
-console.log(`   decoding sequence: median gap between tokens ${median(steady).toFixed(1)} ms; largest gap while a version builds ${median(maxDuring).toFixed(1)} ms (${range(maxDuring)})`);
-console.log(`   → in-flight wait caused by the switch ≈ ${(median(maxDuring) - median(steady)).toFixed(1)} ms per build (session creation runs on the event loop)\n`);
+console.log(`1. global switch while a sequence decodes (${maxTokens} tokens, publish after token 10), ms: median (range)`);
+const w1 = [36, 20, 10, 18, 18, 22, 8];
+console.log(row(['', 'build', 'switch', 'median token gap', 'largest gap, quiet', 'largest gap, publish', 'gaps'], w1));
+for (const [name] of contendersSwitch) {
+  const a = sw.get(name)!;
+  console.log(
+    row(
+      [name, `${median(a.builds).toFixed(0)} (${range(a.builds, 0)})`, median(a.switches).toFixed(3), `${median(a.quietMedian).toFixed(1)} (${range(a.quietMedian)})`,
+        `${median(a.quietMax).toFixed(1)} (${range(a.quietMax)})`, `${median(a.maxDuring).toFixed(1)} (${range(a.maxDuring)})`, median(a.during)],
+      w1,
+    ),
+  );
+}
+console.log(`   ("gaps": token gaps that overlapped the publish; the worker runtime's versions ≥ 1 run hosted, so its quiet runs after trial 1 include the hop)`);
+console.log(`   load average after section 1: ${load()}\n`);
 
-// 2 + 3. Decode step time, engine level.
+// 2. The worker hop: the same pristine weights, sessions on this thread vs in a worker.
+const local = inThread.versions.current();
+const remote = hosted.versions.current();
+if (remote.id === 0 || local.changed.length + remote.changed.length > 0) throw new Error('expected a hosted pristine version after section 1');
+// 2–4. Decode step time, engine level.
 const info = await readModelInfo(args.model!);
 const original = new Uint8Array(await readFile(info.onnxPath));
 const asInputs = await createSession(weightsAsInputs(original, patched.map((l) => l.weightName)), { device: 'cpu', threads: 1 });
 const inputsEngine = new Engine({ session: asInputs, shape: info, vocabSize: info.vocabSize, baseVersion: -1 });
 const wFeeds = weightFeeds(new Map(patched.map((l) => [l.weightName, { data: rt.versions.pristine(l.weightName), dims: [l.dIn, l.dOut] }])));
-const engine = rt.versions.current().engine;
+const engine = local.engine;
 const binding: DeltaBinding = {
   key: 'bench-patch',
   layers: new Map(patched.filter((l) => rt.deltaLayers.some((d) => d.name === l.name)).map((l) => [l.name, denseFactors(l.dIn, l.dOut, deltas.get(l.weightName)!)])),
@@ -113,6 +157,7 @@ async function stepMs(e: Engine, batch: number, feeds: (rows: number) => Record<
 }
 const contenders: [string, (b: number) => Promise<number>][] = [
   ['base (plain graph, constant weights)', (b) => stepMs(engine, b, () => undefined)],
+  ['base, sessions in a worker (the hop)', (b) => stepMs(remote.engine, b, () => undefined)],
   [`${patched.length} weights fed as inputs`, (b) => stepMs(inputsEngine, b, () => wFeeds)],
   ['per-request patch, every row', (b) => stepMs(engine, b, (n) => deltaTensors(rt.deltaLayers, Array(n).fill(binding)))],
   ['per-request patch, 1 row of the batch', (b) => stepMs(engine, b, (n) => deltaTensors(rt.deltaLayers, [binding, ...Array(n - 1).fill(undefined)]))],
@@ -128,7 +173,7 @@ for (let t = 0; t < trials; t++) {
   }
 }
 const widths = [40, 14, 10, 14, 10];
-console.log('2–3. decode step, ms (median of trials; range) and ratio to base');
+console.log('2–4. decode step, ms (median of trials; range) and ratio to base (on this thread)');
 console.log(row(['', 'batch 1', '×', 'batch 8', '×'], widths));
 for (const [name] of contenders) {
   const cells: (string | number)[] = [name];
@@ -140,5 +185,7 @@ for (const [name] of contenders) {
   }
   console.log(row(cells, widths));
 }
+console.log(`load average at the end ${load()}`);
 await asInputs.release();
-await rt.close();
+await inThread.close();
+await hosted.close();

@@ -123,6 +123,7 @@ const loading: Promise<Runtime> = loadRuntime({
   plainSession: config.plainSession,
   branchSessions: config.branchSessions,
   onBranchSessionError: (err, layers) => logger.warn({ err, layers: layers.size }, 'could not build the session reduced to a batch\'s adapter layers; the full delta graph keeps serving them'),
+  sessionWorkers: config.sessionWorkers,
   ...(config.nbitsAccuracy !== undefined ? { nbitsAccuracy: config.nbitsAccuracy } : {}),
   onStep: (step) => metrics.recordStep(step),
   onSwap(swap) {

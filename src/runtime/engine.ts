@@ -1,4 +1,5 @@
-import { Tensor, type InferenceSession } from 'onnxruntime-node';
+import { Tensor } from 'onnxruntime-node';
+import type { ModelSession } from './session.ts';
 import { BatchKv, pastNames, presentNames, type KvShape } from './batch-kv.ts';
 import { BranchSessions, type BranchSessionsOptions } from './branch-sessions.ts';
 import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
@@ -33,7 +34,7 @@ export interface ForwardResult {
 
 export interface EngineOptions {
   /** The session every step can run on: the graph with delta branches (or the plain graph if none). */
-  session: InferenceSession;
+  session: ModelSession;
   /** Layers of `session` that take per-row factors. */
   deltaLayers?: readonly DeltaLayer[];
   /**
@@ -41,7 +42,7 @@ export interface EngineOptions {
    * empty branches still cost ~4 µs per node (bench/graph-overhead.ts), which is up to 14 % of a tiny model's
    * step. It holds a second copy of the weights, hence optional (PATCHBAY_PLAIN_SESSION).
    */
-  plainSession?: InferenceSession;
+  plainSession?: ModelSession;
   /**
    * Sessions on the delta graph reduced to the layers a batch uses (branch-sessions.ts): how many at most,
    * and how to build one. Omitted: every adapter step runs on `session`.
@@ -57,8 +58,8 @@ export interface EngineOptions {
  * positions, the mask derived from the batch cache, the cache itself and any per-row delta factors.
  */
 export class Engine {
-  readonly session: InferenceSession;
-  readonly plainSession: InferenceSession | undefined;
+  readonly session: ModelSession;
+  readonly plainSession: ModelSession | undefined;
   readonly shape: KvShape;
   readonly vocabSize: number;
   readonly baseVersion: number;

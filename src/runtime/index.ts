@@ -10,7 +10,8 @@ import { findLinearLayers } from './graph/linear-layers.ts';
 import { keepDeltaBranches } from './graph/keep-branches.ts';
 import { decodeModel, encodeModel } from './graph/onnx.ts';
 import { BaseVersions, type SwapEvent } from './versions/base-versions.ts';
-import { InitializerTable } from './versions/initializer-table.ts';
+import { InitializerTable, sharedCopy } from './versions/initializer-table.ts';
+import { SessionHost } from './session-host.ts';
 
 export type { ModelInfo } from './model-config.ts';
 export type { Scheduler, StepEvent } from './scheduler.ts';
@@ -62,6 +63,13 @@ export interface RuntimeOptions {
    * logits (benchmarks compare the two).
    */
   sliceLogits?: boolean;
+  /**
+   * Where base versions' ORT sessions live: `'versions'` (default) keeps version 0 on the serving thread and
+   * builds and runs every later version in a worker thread (session-host.ts), so a publish never stalls
+   * running sequences; `'all'` hosts version 0 there too (session.run never blocks HTTP; costs the hop on
+   * every step); `'off'` builds everything on the serving thread (a publish stalls it for the build).
+   */
+  sessionWorkers?: 'off' | 'versions' | 'all';
   onStep?: (event: StepEvent) => void;
   /** Every base-version switch (or failed build), for spans and metrics. */
   onSwap?: (event: SwapEvent) => void;
@@ -101,14 +109,21 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const wantPlain = opts.plainSession ?? 'auto';
   const keepPlain = rewrite !== undefined && (wantPlain === 'on' || (wantPlain === 'auto' && original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES));
   // The pristine bytes of each graph stay in memory: every base version is built from them (versions/).
-  const servedTable = InitializerTable.of(rewrite?.bytes ?? plainBytes);
-  const plainTable = keepPlain ? InitializerTable.of(plainBytes) : undefined;
+  // With session workers they live in shared memory (one copy, read by every worker); ORT cannot load from
+  // shared memory, so version 0 on this thread is built from the original bytes, which are then dropped.
+  const workers = opts.sessionWorkers ?? 'versions';
+  const keep = (bytes: Uint8Array) => (workers === 'off' ? bytes : sharedCopy(bytes));
+  const servedTable = InitializerTable.of(keep(rewrite?.bytes ?? plainBytes));
+  const plainTable = keepPlain ? InitializerTable.of(keep(plainBytes)) : undefined;
+  // Version 0 on this thread with shared tables: the original (non-shared) bytes, dropped once it is built.
+  let originals: { served: Uint8Array; plain: Uint8Array } | undefined = { served: rewrite?.bytes ?? plainBytes, plain: plainBytes };
+  const inThread = (table: InitializerTable, original: Uint8Array | undefined, tensors: ReadonlyMap<string, Float32Array>) =>
+    createSession(tensors.size > 0 ? table.patched(tensors) : workers === 'off' ? table.bytes : (original ?? table.patched(tensors)), sessionOptions);
   const wantReduced = opts.branchSessions ?? 'auto';
   const maxReduced = rewrite === undefined ? 0 : wantReduced === 'auto' ? (original.byteLength <= PLAIN_SESSION_AUTO_MAX_BYTES ? 2 : 0) : wantReduced;
   const engineFrom = async (baseVersion: number, tensors: ReadonlyMap<string, Float32Array>) => {
+    // keepDeltaBranches re-encodes the model, so its bytes are ordinary memory even from a shared table.
     const served = () => (tensors.size > 0 ? servedTable.patched(tensors) : servedTable.bytes);
-    const session = await createSession(served(), sessionOptions);
-    const plainSession = plainTable && (await createSession(tensors.size > 0 ? plainTable.patched(tensors) : plainTable.bytes, sessionOptions));
     const branchSessions =
       maxReduced > 0
         ? {
@@ -119,13 +134,35 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
             ...(opts.onBranchSessionError ? { onBuildError: opts.onBranchSessionError } : {}),
           }
         : undefined;
-    return new Engine({ session, plainSession, deltaLayers, branchSessions, shape: model, vocabSize: model.vocabSize, baseVersion });
+    const shape = { deltaLayers, branchSessions, shape: model, vocabSize: model.vocabSize, baseVersion };
+    if (workers === 'off' || (workers === 'versions' && baseVersion === 0)) {
+      const session = await inThread(servedTable, originals?.served, tensors);
+      const plainSession = plainTable && (await inThread(plainTable, originals?.plain, tensors));
+      return new Engine({ session, plainSession, ...shape });
+    }
+    // Built and run on a worker thread: the serving thread keeps stepping the running version meanwhile.
+    // The worker was started beforehand (its module loading is not part of a publish); the next spare
+    // starts once this build is done, so it does not compete with it for CPU.
+    const host = spare ?? new SessionHost();
+    spare = undefined;
+    try {
+      const session = await host.create({ shared: servedTable.bytes, patches: servedTable.placed(tensors) }, sessionOptions);
+      const plainSession = plainTable && (await host.create({ shared: plainTable.bytes, patches: plainTable.placed(tensors) }, sessionOptions));
+      return new Engine({ session, plainSession, ...shape });
+    } catch (error) {
+      await host.close();
+      throw error;
+    } finally {
+      if (!closing) spare ??= new SessionHost();
+    }
   };
+  let closing = false;
+  let spare = workers === 'off' ? undefined : new SessionHost();
   const linearWeights = new Map(
     (rewrite?.linearLayers ?? findLinearLayers(proto)).map((l) => [l.name, { initializer: l.weightName, dIn: l.dIn, dOut: l.dOut }]),
   );
   const versions = new BaseVersions({
-    initial: await engineFrom(0, new Map()),
+    initial: await engineFrom(0, new Map()).finally(() => (originals = undefined)),
     table: servedTable,
     linearWeights,
     build: engineFrom,
@@ -146,13 +183,16 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
     tokenizer,
     scheduler,
     deltaLayers,
-    rewrite,
+    // Its bytes are the served table's (the original copy is dropped once version 0 is built).
+    rewrite: rewrite && { ...rewrite, bytes: servedTable.bytes },
     versions,
     async close() {
       if (closed) return;
       closed = true;
       await scheduler.drain();
+      closing = true;
       await versions.close();
+      await spare?.close();
     },
   };
 }

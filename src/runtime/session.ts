@@ -1,7 +1,18 @@
-import { InferenceSession } from 'onnxruntime-node';
+import { InferenceSession, type Tensor } from 'onnxruntime-node';
 import { PatchbayError } from '../errors.ts';
 
 export type Device = 'cpu' | 'cuda';
+
+/**
+ * What the engine needs of a session: an ORT InferenceSession on this thread satisfies it, and so does a
+ * session hosted by a worker thread (session-host.ts).
+ */
+export interface ModelSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, Tensor>, fetches: string[]): Promise<Record<string, Tensor>>;
+  release(): Promise<void>;
+}
 
 export interface SessionOptions {
   device: Device;

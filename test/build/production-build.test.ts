@@ -38,7 +38,8 @@ test('npm run build output runs under plain node and serves a completion', { tim
   // No --import tsx: this is what `npm run start:prod` and the container image run.
   const proc = spawn(process.execPath, [main], {
     cwd: tmpdir(),
-    env: { PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', PATCHBAY_THREADS: '1', PATCHBAY_DATA_DIR: path.join(scratch, 'data') },
+    // Sessions in worker threads (session-host.ts): the compiled session-worker.js must start under plain node.
+    env: { PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', PATCHBAY_THREADS: '1', PATCHBAY_SESSION_WORKERS: 'all', PATCHBAY_DATA_DIR: path.join(scratch, 'data') },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

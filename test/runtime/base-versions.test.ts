@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { BaseVersionError, loadRuntime, type Runtime, type SamplingParams } from '../../src/runtime/index.ts';
 import { BatchKv } from '../../src/runtime/batch-kv.ts';
+import type { Engine } from '../../src/runtime/engine.ts';
 
 let rt: Runtime;
 before(async () => {
@@ -40,21 +41,45 @@ async function lastLogits(): Promise<Float32Array> {
   return out.logits[0]!;
 }
 
-test('a generation that straddles a switch finishes on its version, exactly; new ones start on the new one', async () => {
+/**
+ * Paces version `engine`'s steps (25 ms each) until the returned function is called: the build no longer
+ * stalls running sequences, so without pacing a short generation may finish before the build does.
+ */
+function pace(engine: Engine): () => void {
+  const forward = engine.forward;
+  engine.forward = async (...args) => {
+    await new Promise((r) => setTimeout(r, 25));
+    return forward.apply(engine, args);
+  };
+  return () => void (engine.forward = forward);
+}
+
+test('a generation that straddles a switch finishes on its version, exactly, and keeps stepping during the build', async () => {
   const prompt = rt.tokenizer.encode('HAMLET.\nTo be, or not');
   const v0 = rt.versions.current().id;
-  const before = await rt.scheduler.submit({ promptIds: prompt, sampling: greedy(80) }).result;
+  const before = await rt.scheduler.submit({ promptIds: prompt, sampling: greedy(120) }).result;
   assert.equal(before.baseVersion, v0);
 
-  const long = rt.scheduler.submit({ promptIds: prompt, sampling: greedy(80) });
-  let seen = 0;
-  for await (const e of long) if (e.tokenId >= 0 && ++seen === 5) break;
+  const unpace = pace(rt.versions.current().engine);
+  const long = rt.scheduler.submit({ promptIds: prompt, sampling: greedy(120) });
+  const tokens: number[] = [];
+  const consumed = (async () => {
+    for await (const e of long) if (e.tokenId >= 0) tokens.push(e.tokenId);
+  })();
+  while (tokens.length < 5) await new Promise((r) => setTimeout(r, 5));
+  const atPublish = tokens.length;
   const swap = await rt.versions.publish('test', { add: bump(0.05) }, { why: 'straddle' });
+  const atSwitch = tokens.length;
+  unpace();
+  assert.ok(atSwitch < 120, 'the generation was still running at the switch');
+  // The version built on a worker thread (session-host.ts): the running sequence kept producing tokens.
+  assert.ok(atSwitch - atPublish >= 3, `the running sequence stepped while the version built (${atSwitch - atPublish} tokens)`);
   assert.equal(swap.from, v0);
   assert.equal(rt.versions.current().id, swap.to);
   assert.equal(rt.versions.resident, 2, 'the old version stays resident while its sequence runs');
-  const fresh = rt.scheduler.submit({ promptIds: prompt, sampling: greedy(80) }).result;
+  const fresh = rt.scheduler.submit({ promptIds: prompt, sampling: greedy(120) }).result;
   const [old, next] = await Promise.all([long.result, fresh]);
+  await consumed;
   assert.deepEqual(old.tokenIds, before.tokenIds, 'the straddling generation gives exactly its old output');
   assert.equal(old.baseVersion, v0);
   assert.equal(next.baseVersion, swap.to);

@@ -63,14 +63,26 @@ export class InitializerTable {
   /** The model bytes with `tensors` (name → full replacement, same length) written over the pristine ones. */
   patched(tensors: ReadonlyMap<string, Float32Array>): Uint8Array {
     const out = copyBytes(this.bytes, 0, this.bytes.byteLength);
-    for (const [name, data] of tensors) {
+    for (const p of this.placed(tensors)) out.set(new Uint8Array(p.data.buffer, p.data.byteOffset, p.data.byteLength), p.offset);
+    return out;
+  }
+
+  /** Where each of `tensors` goes in the model bytes (what `patched` writes; a session worker writes it itself). */
+  placed(tensors: ReadonlyMap<string, Float32Array>): { offset: number; data: Float32Array }[] {
+    return [...tensors].map(([name, data]) => {
       const slot = this.slots.get(name);
       if (!slot) throw new Error(`initializer ${name} is not a float32 raw-data tensor of this model`);
       if (data.length !== slot.length) throw new Error(`initializer ${name} has ${slot.length} elements, the replacement ${data.length}`);
-      out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), slot.offset);
-    }
-    return out;
+      return { offset: slot.offset, data };
+    });
   }
+}
+
+/** `bytes` copied into shared memory, so worker threads read them without a copy each. */
+export function sharedCopy(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
+  out.set(bytes);
+  return out;
 }
 
 /** A real copy even when `bytes` is a Node Buffer (whose `slice` is a view of the same memory). */
