@@ -15,7 +15,10 @@
  * i.e. rank min(d_in, d_out). It rides the same batch as every other row, adds to whatever base version
  * the request runs on, and combines with adapters by concatenating factors (adapters/combine.ts).
  */
+import { realpath, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { LRUCache } from 'lru-cache';
+import { confineAdapterDir } from '../registry/path-confinement.ts';
 import { badRequest, notFound, PatchbayError } from '../errors.ts';
 import type { DeltaBinding, LayerFactors } from '../runtime/types.ts';
 import { BaseVersionError, type BaseVersions, type SwapEvent } from '../runtime/versions/base-versions.ts';
@@ -34,6 +37,11 @@ export interface PatchManagerOptions {
   deltaLayers: ReadonlySet<string>;
   /** Cached per-request bindings (dense factors are large: rank min(d_in, d_out) per layer). */
   maxCachedBindings?: number;
+  /**
+   * Directories admin-registered patch paths must lie in (PATCHBAY_ADAPTER_ROOTS, as for adapters and
+   * generators; see registerAdmin). Undefined: no confinement (library use, the start-up scan).
+   */
+  adminRoots?: readonly string[];
 }
 
 export const SOURCE = 'patches';
@@ -67,6 +75,22 @@ export class PatchManager {
     if (this.patches.has(id)) throw new PatchbayError({ status: 409, code: 'patch_exists', param: 'id', message: `patch '${id}' is already registered` });
     this.patches.set(id, patch);
     return patch;
+  }
+
+  /**
+   * Registration from the admin API: the path (a patch directory, or its patch.safetensors) must resolve
+   * inside `adminRoots`, and nothing in that directory may link outside (400 adapter_path_not_allowed).
+   * A path that does not exist is left to the loader, which names it.
+   */
+  async registerAdmin(id: string, path: string): Promise<RwsPatch> {
+    const roots = this.opts.adminRoots;
+    if (!roots) return this.register(id, path);
+    const real = await realpath(resolve(path)).catch(() => undefined);
+    if (!real) return this.register(id, path);
+    const isDir = (await stat(real)).isDirectory();
+    const confinement = { roots: roots.map((r) => resolve(r)), setting: 'PATCHBAY_ADAPTER_ROOTS', showPaths: true };
+    const dir = await confineAdapterDir(isDir ? real : dirname(real), confinement, 'path', path);
+    return this.register(id, isDir ? dir : join(dir, basename(real)));
   }
 
   /** Applies `id` globally with `alpha` (or re-scales it). Resolves once the new base version serves. */

@@ -126,7 +126,7 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
   opts.metrics.adapters.watch(() => registry.stats());
   log.info({ adapterDir: opts.adapterDir, adapters: found.length, generators: foundGenerators.length, deltaTargets: target?.selection ?? 'none' }, 'adapter registry ready');
   const patches = opts.runtime.versions
-    ? await createPatchManager({ versions: opts.runtime.versions, baseNames: names, deltaLayers: opts.rewrite?.layers ?? [], adapterDir: opts.adapterDir, logger: opts.logger })
+    ? await createPatchManager({ versions: opts.runtime.versions, baseNames: names, deltaLayers: opts.rewrite?.layers ?? [], adapterDir: opts.adapterDir, adapterRoots: opts.adapterRoots, logger: opts.logger })
     : undefined;
   const resolver = createAdapterResolver({
     id: model.id,

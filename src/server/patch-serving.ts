@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { PatchManager } from '../patches/patch-manager.ts';
+import { confineAdapterDir } from '../registry/path-confinement.ts';
 import { isPatchDir } from '../patches/rws-patch.ts';
 import type { BaseVersions } from '../runtime/versions/base-versions.ts';
 
@@ -17,6 +18,8 @@ export interface PatchServingOptions {
   baseNames: readonly string[];
   deltaLayers: readonly { name: string }[];
   adapterDir?: string | undefined;
+  /** PATCHBAY_ADAPTER_ROOTS: where admin-registered patch paths must lie (default: the adapter dir). */
+  adapterRoots?: readonly string[] | undefined;
   logger: Logger;
 }
 
@@ -31,6 +34,7 @@ export async function createPatchManager(opts: PatchServingOptions): Promise<Pat
       consumers: (i) => versions.consumers(i),
     },
     deltaLayers: new Set(opts.deltaLayers.map((l) => l.name)),
+    adminRoots: opts.adapterRoots ?? (opts.adapterDir ? [opts.adapterDir] : []),
   });
   const log = opts.logger.child({ component: 'patches' });
   const dir = opts.adapterDir;
@@ -39,10 +43,12 @@ export async function createPatchManager(opts: PatchServingOptions): Promise<Pat
       const path = join(dir, name);
       if (!isPatchDir(path)) continue;
       try {
+        // As for adapters in this directory: nothing in it may link outside it.
+        await confineAdapterDir(path, { roots: [dir], setting: 'PATCHBAY_ADAPTER_DIR', showPaths: true }, 'path');
         const p = await manager.register(name, path);
         log.info({ patch: p.id, corruption: p.meta.corruption, layers: p.layers.length, bytes: p.bytes }, 'patch registered (not applied)');
       } catch (err) {
-        log.warn({ patch: name, err }, 'patch skipped: it does not fit this base');
+        log.warn({ patch: name, err }, 'patch skipped: it does not fit this base or links outside the adapter directory');
       }
     }
   }

@@ -4,7 +4,7 @@
  * base versions, idempotence, bad input changing nothing, per-request patches equal to the global ones.
  */
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { encodeSafetensors, type TensorToWrite } from '../../src/adapters/safetensors-writer.ts';
@@ -182,5 +182,38 @@ test('a per-request patch on a layer without a delta branch is a 400 naming it; 
     assert.equal(((await applied.json()) as { base_version: number }).base_version, 1);
   } finally {
     await narrow.close();
+  }
+});
+
+test('admin patch paths are confined to PATCHBAY_ADAPTER_ROOTS like adapters; a refusal changes nothing', async () => {
+  const root = await tempDir('patchbay-patch-root-');
+  await writePatch(root, 'p-in', 51);
+  // Inside the root, but its patch file links outside: refused at start (skipped) and when registered.
+  const linked = path.join(root, 'p-link');
+  await mkdir(linked);
+  await symlink(path.join(outside, 'p-three', 'patch.safetensors'), path.join(linked, 'patch.safetensors'));
+  const confined = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: root, adminToken: TOKEN, adapterRoots: [root] });
+  try {
+    const list = async () => (await (await request(confined.app, 'GET', '/admin/patches', undefined, TOKEN)).json()) as Listing;
+    const before = await list();
+    assert.deepEqual(before.data.map((p) => p.id), ['p-in'], 'the linking directory was skipped at start');
+    const refused = [
+      path.join(outside, 'p-three'),
+      path.join(outside, 'p-three', 'patch.safetensors'),
+      path.join(root, '..', path.basename(outside), 'p-three'),
+      linked,
+      path.join(linked, 'patch.safetensors'),
+    ];
+    for (const [i, p] of refused.entries()) {
+      const res = await request(confined.app, 'POST', '/admin/patches', { id: `out-${i}`, path: p }, TOKEN);
+      const body = await expectError(res, 400, 'adapter_path_not_allowed');
+      assert.match(body.error.message, /PATCHBAY_ADAPTER_ROOTS/, p);
+      assert.equal(body.error.param, 'path');
+    }
+    assert.deepEqual(await list(), before);
+    const ok = await request(confined.app, 'POST', '/admin/patches', { id: 'p-in-again', path: path.join(root, 'p-in') }, TOKEN);
+    assert.equal(ok.status, 201, await ok.clone().text());
+  } finally {
+    await confined.close();
   }
 });

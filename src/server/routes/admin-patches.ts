@@ -57,7 +57,7 @@ export function adminPatchRoutes(app: Hono<AppEnv>, state: ServingState): void {
   app.post('/admin/patches', async function registerPatch(c) {
     const m = managerOf(state);
     const body = await parseJsonBody(c, RegisterBody);
-    return c.json(view(m, await m.register(body.id, body.path)), 201);
+    return c.json(view(m, await m.registerAdmin(body.id, body.path)), 201);
   });
 
   app.post('/admin/patches/:id/apply', async function applyPatch(c) {
