@@ -11,6 +11,8 @@
  *      decode step time vs the constant-initializer graph, batch 1 and 8.
  *   4. Per-request patches (dense factors on the delta path, rank min(d_in, d_out)): decode step time at
  *      batch 1 and 8 with every row patched, and with 1 of 8 rows patched, vs base rows.
+ *   5. A request with an adapter *and* a patch: the combined binding (factors concatenated along the rank,
+ *      adapters/combine.ts) built per request vs taken from the resolver's cache.
  *
  *   npm run bench:patches -- [--model models/tiny-gpt2] [--trials 5] [--steps 24] [--tokens 60]
  *                            [--plain auto|on|off]
@@ -23,6 +25,8 @@ import { loadRuntime, type Runtime } from '../src/runtime/index.ts';
 import { seededRandom } from '../src/runtime/sampler.ts';
 import { createSession } from '../src/runtime/session.ts';
 import { denseFactors } from '../src/patches/patch-manager.ts';
+import { combineBindings } from '../src/adapters/combine.ts';
+import { CombinationCache } from '../src/adapters/combination-cache.ts';
 import type { DeltaBinding } from '../src/runtime/types.ts';
 import { readFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
@@ -185,6 +189,29 @@ for (const [name] of contenders) {
   }
   console.log(row(cells, widths));
 }
+
+// 5. Adapter + patch binding per request: a rank-8 LoRA on every delta layer combined with the patch.
+const lora: DeltaBinding = {
+  key: 'bench-lora',
+  layers: new Map(rt.deltaLayers.map((d) => [d.name, { rank: 8, a: random(d.dIn * 8, 0.02), b: random(8 * d.dOut, 0.02) }])),
+};
+const combineMs: number[] = [];
+for (let i = 0; i < Math.max(5, trials * 4); i++) {
+  const t0 = performance.now();
+  combineBindings([{ binding: lora, weight: 1 }, { binding, weight: 1 }], 'bench');
+  combineMs.push(performance.now() - t0);
+}
+const cache = new CombinationCache();
+const cachedMs: number[] = [];
+for (let i = 0; i < Math.max(5, trials * 4); i++) {
+  const t0 = performance.now();
+  cache.combine(lora, binding);
+  cachedMs.push(performance.now() - t0);
+}
+const combinedBytes = [...combineBindings([{ binding: lora, weight: 1 }, { binding, weight: 1 }]).layers.values()].reduce((n, f) => n + 4 * (f.a.length + f.b.length), 0);
+const decode1 = median(results.get(`${contenders[0]![0]}|1`)!);
+console.log(`\n5. adapter + patch binding, built per request: ${median(combineMs).toFixed(2)} ms (${range(combineMs, 2)}), ${(combinedBytes / 2 ** 20).toFixed(1)} MiB of factors = ${(median(combineMs) / decode1).toFixed(1)} base decode steps at batch 1 (on the serving thread, before the request's prefill)`);
+console.log(`   from the resolver's cache (adapters/combination-cache.ts; first call builds it): ${median(cachedMs.slice(1)).toFixed(4)} ms (first ${cachedMs[0]!.toFixed(1)} ms)`);
 console.log(`load average at the end ${load()}`);
 await asInputs.release();
 await inThread.close();

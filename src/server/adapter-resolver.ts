@@ -19,7 +19,7 @@ import {
 } from './resolver.ts';
 import { untilAborted } from './cancellable.ts';
 import type { AttachFields } from './schemas.ts';
-import { combineBindings } from '../adapters/combine.ts';
+import { CombinationCache } from '../adapters/combination-cache.ts';
 import type { PatchManager } from '../patches/patch-manager.ts';
 import type { DeltaBinding } from '../runtime/types.ts';
 
@@ -40,6 +40,8 @@ const release = () => {};
 export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolver {
   const base = baseCard(opts);
   const { registry, generators } = opts;
+  // Adapter ⊕ patch bindings of recent requests (rebuilding one costs tens of ms, see combination-cache.ts).
+  const combinations = new CombinationCache();
   const generatorCards = () => (generators?.enabled ? generators.list().map((e) => generatorCard(base, e)) : []);
   // `root` is the id, not the server path vLLM shows: /v1/models is public, paths are for /admin/adapters.
   const card = (e: AdapterEntry): ModelCard => ({ ...base, id: e.id, created: e.created, root: e.id, parent: base.id });
@@ -84,7 +86,7 @@ export function createAdapterResolver(opts: AdapterResolverOptions): ModelResolv
       // A client that leaves during an adapter load stops waiting at once; the load itself is shared.
       const adapters = await untilAborted(registry.combination(parts), signal);
       const delta: DeltaBinding = patched
-        ? combineBindings([{ binding: adapters, weight: 1 }, { binding: patched, weight: 1 }], `${adapters.key}+${patched.key}`)
+        ? combinations.combine(adapters, patched)
         : adapters;
       // Read after loading: a directory adapter's kind is known only once it loaded.
       const kind = req.adapters || patched ? 'combination' : (registry.get(req.model)?.kind ?? 'adapter');
