@@ -30,6 +30,7 @@ import { CombinationCache } from '../src/adapters/combination-cache.ts';
 import type { DeltaBinding } from '../src/runtime/types.ts';
 import { readFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { median, row } from './lib/stats.ts';
 import { weightFeeds, weightsAsInputs } from './lib/weights-as-inputs.ts';
@@ -65,18 +66,23 @@ console.log(`load average at start ${load()}\n`);
 
 // 1. Global switch while a sequence decodes.
 const prompt = rt.tokenizer.encode('HAMLET.\nTo be, or not to be');
-interface Gaps { median: number; max: number; maxDuring?: number; build?: number; sw?: number; during?: number }
+interface Gaps { median: number; max: number; loopMax: number; maxDuring?: number; build?: number; sw?: number; during?: number }
 async function decodeGaps(r: Runtime, publish: boolean): Promise<Gaps> {
   const h = r.scheduler.submit({ promptIds: prompt, sampling: { maxTokens, temperature: 0, topP: 1, topK: 0, stop: [], ignoreEos: true } });
   const times: number[] = [];
   let swap: Promise<void> | undefined;
   let window: [number, number] | undefined;
   const out: Partial<Gaps> = {};
+  // The serving thread's longest stretch without turning its event loop (what HTTP waits), from token 10 to
+  // the switch (publish) or to the end (quiet).
+  const loop = monitorEventLoopDelay({ resolution: 1 });
   for await (const e of h) {
     times.push(performance.now());
+    if (times.length === 10) loop.enable();
     if (publish && times.length === 10) {
       const t0 = performance.now();
       swap = r.versions.publish('bench', { add: deltas }).then((s) => {
+        loop.disable();
         window = [t0, performance.now()];
         out.build = s.buildMs;
         out.sw = s.switchMs;
@@ -85,6 +91,8 @@ async function decodeGaps(r: Runtime, publish: boolean): Promise<Gaps> {
     void e;
   }
   await swap;
+  loop.disable();
+  out.loopMax = loop.max / 1e6;
   if (publish) await r.versions.publish('bench', undefined);
   const gaps = times.slice(1).map((t, i) => t - times[i]!);
   if (window) {
@@ -95,41 +103,45 @@ async function decodeGaps(r: Runtime, publish: boolean): Promise<Gaps> {
     out.during = during.length;
     if (b > times.at(-1)!) console.log('   (the sequence ended before the switch: raise --tokens)');
   }
-  return { median: median(gaps), max: Math.max(...gaps), ...out };
+  return { median: median(gaps), max: Math.max(...gaps), loopMax: out.loopMax!, ...out };
 }
 const contendersSwitch: [string, Runtime][] = [
   ['built on the serving thread (off)', inThread],
   ['built in a worker (versions)', hosted],
 ];
-const sw = new Map<string, { quietMedian: number[]; quietMax: number[]; maxDuring: number[]; builds: number[]; switches: number[]; during: number[] }>();
+const sw = new Map<string, { quietMedian: number[]; quietMax: number[]; maxDuring: number[]; builds: number[]; switches: number[]; during: number[]; loopQuiet: number[]; loopBusy: number[] }>();
 for (let t = 0; t < trials; t++) {
   for (const [name, r] of contendersSwitch) {
-    const acc = sw.get(name) ?? { quietMedian: [], quietMax: [], maxDuring: [], builds: [], switches: [], during: [] };
+    const acc = sw.get(name) ?? { quietMedian: [], quietMax: [], maxDuring: [], builds: [], switches: [], during: [], loopQuiet: [], loopBusy: [] };
     sw.set(name, acc);
     const quiet = await decodeGaps(r, false);
     acc.quietMedian.push(quiet.median);
     acc.quietMax.push(quiet.max);
+    acc.loopQuiet.push(quiet.loopMax);
     const busy = await decodeGaps(r, true);
     acc.maxDuring.push(busy.maxDuring!);
     acc.builds.push(busy.build!);
     acc.switches.push(busy.sw!);
     acc.during.push(busy.during!);
+    acc.loopBusy.push(busy.loopMax);
   }
 }
 console.log(`1. global switch while a sequence decodes (${maxTokens} tokens, publish after token 10), ms: median (range)`);
-const w1 = [36, 20, 10, 18, 18, 22, 8];
-console.log(row(['', 'build', 'switch', 'median token gap', 'largest gap, quiet', 'largest gap, publish', 'gaps'], w1));
+const w1 = [36, 20, 10, 18, 18, 22, 8, 20, 20];
+console.log(row(['', 'build', 'switch', 'median token gap', 'largest gap, quiet', 'largest gap, publish', 'gaps', 'loop block, quiet', 'loop block, publish'], w1));
 for (const [name] of contendersSwitch) {
   const a = sw.get(name)!;
   console.log(
     row(
       [name, `${median(a.builds).toFixed(0)} (${range(a.builds, 0)})`, median(a.switches).toFixed(3), `${median(a.quietMedian).toFixed(1)} (${range(a.quietMedian)})`,
-        `${median(a.quietMax).toFixed(1)} (${range(a.quietMax)})`, `${median(a.maxDuring).toFixed(1)} (${range(a.maxDuring)})`, median(a.during)],
+        `${median(a.quietMax).toFixed(1)} (${range(a.quietMax)})`, `${median(a.maxDuring).toFixed(1)} (${range(a.maxDuring)})`, median(a.during),
+        `${median(a.loopQuiet).toFixed(1)} (${range(a.loopQuiet)})`, `${median(a.loopBusy).toFixed(1)} (${range(a.loopBusy)})`],
       w1,
     ),
   );
 }
-console.log(`   ("gaps": token gaps that overlapped the publish; the worker runtime's versions ≥ 1 run hosted, so its quiet runs after trial 1 include the hop)`);
+console.log(`   ("gaps": token gaps that overlapped the publish; "loop block": the serving thread's longest event-loop delay, token 10 → switch or end;`);
+console.log(`    the worker runtime's versions ≥ 1 run hosted, so its quiet runs after trial 1 include the hop)`);
 console.log(`   load average after section 1: ${load()}\n`);
 
 // 2. The worker hop: the same pristine weights, sessions on this thread vs in a worker.

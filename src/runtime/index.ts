@@ -161,11 +161,13 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const linearWeights = new Map(
     (rewrite?.linearLayers ?? findLinearLayers(proto)).map((l) => [l.name, { initializer: l.weightName, dIn: l.dIn, dOut: l.dOut }]),
   );
-  const versions = new BaseVersions({
+  const versions: BaseVersions = new BaseVersions({
     initial: await engineFrom(0, new Map()).finally(() => (originals = undefined)),
     table: servedTable,
     linearWeights,
     build: engineFrom,
+    // With session workers the publish's arithmetic runs in the worker that will build the version.
+    ...(workers === 'off' ? {} : { compose: (parts, names) => (spare ??= new SessionHost()).compose(servedTable.bytes, versions.slots(names), parts) }),
     ...(opts.onSwap ? { onSwap: opts.onSwap } : {}),
   });
   const scheduler = new ContinuousBatchScheduler(versions, tokenizer, {

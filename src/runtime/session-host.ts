@@ -14,6 +14,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Tensor } from 'onnxruntime-node';
 import type { ModelSession, SessionOptions } from './session.ts';
+import type { ComposePart, ComposeSlot } from './versions/compose.ts';
 import { errorFromWire, fromWire, toWire, type Reply, type Request, type WireModel, type WireTensor } from './session-wire.ts';
 
 /** Runs as .ts under tsx (tests, `npm start`) and as .js from the production build. */
@@ -73,6 +74,15 @@ export class SessionHost {
     const reply = await this.call({ op: 'create', sid, model, options }, transfer);
     this.live++;
     return new HostedSession(this, sid, reply.names!.inputs, reply.names!.outputs);
+  }
+
+  /**
+   * Runs composeWeights (versions/compose.ts) in the worker: `pristine` is shared memory; the result is too.
+   * The parts' tensors are copied to the worker once (structured clone) unless they are shared already.
+   */
+  async compose(pristine: Uint8Array, slots: ReadonlyMap<string, ComposeSlot>, parts: ComposePart[]): Promise<Map<string, Float32Array>> {
+    const reply = await this.call({ op: 'compose', pristine, slots: [...slots], parts });
+    return new Map(reply.composed);
   }
 
   /** @internal */

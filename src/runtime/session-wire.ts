@@ -6,6 +6,8 @@
 import { Tensor } from 'onnxruntime-node';
 import { PatchbayError } from '../errors.ts';
 import type { SessionOptions } from './session.ts';
+import { BaseVersionError } from './versions/base-versions-error.ts';
+import type { ComposePart, ComposeSlot } from './versions/compose.ts';
 
 export type WireData = Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array | Int8Array | Int16Array | Float64Array;
 
@@ -27,6 +29,7 @@ export type WireModel =
   | { shared: Uint8Array; patches: { offset: number; data: Float32Array }[] };
 
 export type Request =
+  | { op: 'compose'; id: number; pristine: Uint8Array; slots: [string, ComposeSlot][]; parts: ComposePart[] }
   | { op: 'create'; id: number; sid: number; model: WireModel; options: SessionOptions }
   | { op: 'run'; id: number; sid: number; feeds: WireTensor[]; fetches: string[] }
   | { op: 'release'; id: number; sid: number };
@@ -39,7 +42,7 @@ export interface WireError {
 }
 
 export type Reply =
-  | { id: number; ok: true; names?: { inputs: string[]; outputs: string[] }; outputs?: WireTensor[] }
+  | { id: number; ok: true; names?: { inputs: string[]; outputs: string[] }; outputs?: WireTensor[]; composed?: [string, Float32Array][] }
   | { id: number; ok: false; error: WireError };
 
 /**
@@ -61,11 +64,12 @@ export function fromWire(w: WireTensor): Tensor {
 
 export function errorToWire(error: unknown): WireError {
   const e = error as Partial<PatchbayError> & Error;
-  return { message: e?.message ?? String(error), ...(e?.name ? { name: e.name } : {}), ...(e?.status ? { status: e.status, code: e.code } : {}) };
+  return { message: e?.message ?? String(error), ...(e?.name ? { name: e.name } : {}), ...(e?.code ? { code: e.code } : {}), ...(e?.status ? { status: e.status } : {}) };
 }
 
 export function errorFromWire(w: WireError): Error {
   if (w.status !== undefined && w.code !== undefined) return new PatchbayError({ status: w.status, code: w.code, message: w.message });
+  if (w.name === 'BaseVersionError' && w.code) return new BaseVersionError(w.code as BaseVersionError['code'], w.message);
   const error = new Error(w.message);
   if (w.name) error.name = w.name;
   return error;

@@ -6,6 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { createSession } from './session.ts';
+import { composeWeights } from './versions/compose.ts';
 import { errorToWire, fromWire, toWire, type Reply, type Request, type WireModel } from './session-wire.ts';
 
 const port = parentPort;
@@ -23,6 +24,11 @@ function modelBytes(model: WireModel): Uint8Array {
 
 async function handle(req: Request): Promise<{ reply: Reply; transfer: ArrayBuffer[] }> {
   switch (req.op) {
+    case 'compose': {
+      // Shared memory in, shared memory out: nothing is copied across the hop.
+      const composed = composeWeights(req.pristine, new Map(req.slots), req.parts);
+      return { reply: { id: req.id, ok: true, composed: [...composed] }, transfer: [] };
+    }
     case 'create': {
       const session = await createSession(modelBytes(req.model), req.options);
       sessions.set(req.sid, session);

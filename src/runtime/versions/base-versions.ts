@@ -24,6 +24,10 @@
  */
 import type { Engine } from '../engine.ts';
 import type { InitializerTable } from './initializer-table.ts';
+import { BaseVersionError } from './base-versions-error.ts';
+import { composeWeights, type ComposePart } from './compose.ts';
+
+export { BaseVersionError };
 
 /** One source's contribution. Tensors are float32 in the initializer's own layout and length. */
 export interface WeightChanges {
@@ -68,17 +72,6 @@ export interface SwapEvent {
   error?: unknown;
 }
 
-/** Typed failures of a publish; the server maps them to HTTP (nothing changed when one is thrown). */
-export class BaseVersionError extends Error {
-  constructor(
-    readonly code: 'unknown_initializer' | 'shape_mismatch' | 'conflict' | 'non_finite' | 'closed',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'BaseVersionError';
-  }
-}
-
 export interface BaseVersionsOptions {
   /** Version 0. */
   initial: Engine;
@@ -86,6 +79,11 @@ export interface BaseVersionsOptions {
   table: InitializerTable;
   /** Linear layer (HF module path) → its weight initializer, graph orientation [dIn, dOut]. */
   linearWeights: ReadonlyMap<string, { initializer: string; dIn: number; dOut: number }>;
+  /**
+   * Runs composeWeights (compose.ts) for a publish — in a session worker, so the serving thread does not
+   * scan and add millions of floats. Default: on this thread.
+   */
+  compose?: (parts: ComposePart[], names: readonly string[]) => Promise<Map<string, Float32Array>>;
   /** Builds an engine for version `id` whose initializers `tensors` replace the pristine ones. */
   build: (id: number, tensors: ReadonlyMap<string, Float32Array>) => Promise<Engine>;
   onSwap?: (event: SwapEvent) => void;
@@ -187,7 +185,15 @@ export class BaseVersions {
       this.check(source, changes);
       next.set(source, { changes, label });
     } else next.delete(source);
-    const tensors = this.compose(next);
+    const parts: ComposePart[] = [...next].map(([s, c]) => ({
+      source: s,
+      ...(c.changes.replace ? { replace: [...c.changes.replace] } : {}),
+      ...(c.changes.add ? { add: [...c.changes.add] } : {}),
+      check: s === source,
+    }));
+    const names = [...new Set(parts.flatMap((p) => [...(p.replace ?? []), ...(p.add ?? [])].map(([n]) => n)))];
+    // Non-finite values are found here (BaseVersionError 'non_finite'), before anything changes.
+    const tensors = names.length === 0 ? new Map<string, Float32Array>() : this.opts.compose ? await this.opts.compose(parts, names) : composeWeights(this.opts.table.bytes, this.slots(names), parts);
 
     const from = this.currentRes.version.id;
     const t0 = performance.now();
@@ -217,6 +223,7 @@ export class BaseVersions {
     return event;
   }
 
+  /** What can be told without reading the data: names, lengths, conflicting replacements. */
   private check(source: string, changes: WeightChanges): void {
     for (const [kind, map] of [['replace', changes.replace], ['add', changes.add]] as const) {
       for (const [name, data] of map ?? []) {
@@ -224,9 +231,6 @@ export class BaseVersions {
         if (!slot) throw new BaseVersionError('unknown_initializer', `${source}: ${name} is not a float32 weight of the base model`);
         if (data.length !== slot.length) {
           throw new BaseVersionError('shape_mismatch', `${source}: ${name} has ${slot.length} elements [${slot.dims.join(', ')}], the ${kind} tensor ${data.length}`);
-        }
-        for (let i = 0; i < data.length; i++) {
-          if (!Number.isFinite(data[i]!)) throw new BaseVersionError('non_finite', `${source}: ${kind} tensor for ${name} has a non-finite value at ${i}`);
         }
         if (kind === 'replace') {
           for (const [other, c] of this.contributions) {
@@ -237,18 +241,9 @@ export class BaseVersions {
     }
   }
 
-  /** W = (replacement or pristine) + Σ adds, in source insertion order, fresh from the pristine bytes. */
-  private compose(contributions: ReadonlyMap<string, { changes: WeightChanges }>): Map<string, Float32Array> {
-    const out = new Map<string, Float32Array>();
-    for (const { changes } of contributions.values()) for (const [name, data] of changes.replace ?? []) out.set(name, Float32Array.from(data));
-    for (const { changes } of contributions.values()) {
-      for (const [name, delta] of changes.add ?? []) {
-        let w = out.get(name);
-        if (!w) out.set(name, (w = this.opts.table.read(name)));
-        for (let i = 0; i < w.length; i++) w[i]! += delta[i]!;
-      }
-    }
-    return out;
+  /** Offsets of `names` in the pristine bytes (for composeWeights). */
+  slots(names: readonly string[]): Map<string, { offset: number; length: number }> {
+    return new Map(names.map((n) => [n, this.opts.table.get(n)!] as const).map(([n, s]) => [n, { offset: s.offset, length: s.length }]));
   }
 
   private retire(old: Resident): void {
