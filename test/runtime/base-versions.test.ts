@@ -138,3 +138,25 @@ test('publishes are serialized in call order', async () => {
   assert.deepEqual(swaps.map((s) => [s.from, s.to]), [[start, start + 1], [start + 1, start + 2], [start + 2, start + 3]]);
   assert.deepEqual(rt.versions.current().changed, []);
 });
+
+test('with PATCHBAY_SESSION_WORKERS=off versions build on this thread: same weights, same refusals', async () => {
+  const off = await loadRuntime({ modelDir: 'models/tiny-gpt2', device: 'cpu', maxBatch: 2, maxQueue: 2, threads: 1, sessionWorkers: 'off' });
+  try {
+    const changes = { add: bump(0.02) };
+    await rt.versions.publish('same', changes);
+    await off.versions.publish('same', changes);
+    const [name] = [...changes.add.keys()];
+    assert.deepEqual(off.versions.current().tensors.get(name!), rt.versions.current().tensors.get(name!));
+    const prompt = rt.tokenizer.encode('ROMEO.\nBut soft');
+    const [a, b] = await Promise.all([rt, off].map((r) => r.scheduler.submit({ promptIds: prompt, sampling: greedy(12) }).result));
+    assert.deepEqual(b!.tokenIds, a!.tokenIds);
+    const bad = new Float32Array(changes.add.get(name!)!.length);
+    bad[3] = Number.NaN;
+    const before = off.versions.current();
+    await assert.rejects(off.versions.publish('x', { add: new Map([[name!, bad]]) }), (e: unknown) => e instanceof BaseVersionError && e.code === 'non_finite');
+    assert.equal(off.versions.current(), before);
+  } finally {
+    await rt.versions.publish('same', undefined);
+    await off.close();
+  }
+});

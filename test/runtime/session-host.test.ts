@@ -1,7 +1,7 @@
 /**
  * Sessions hosted in a worker thread (session-host.ts) against the same graph on this thread: identical
- * logits bit for bit (prefill, then decode steps fed the worker's own KV outputs), feeds left usable, and
- * errors that come back typed.
+ * logits bit for bit (prefill, then decode steps fed the worker's own KV outputs), feeds left usable, a
+ * version's weights composed there bit-identical to here, and errors that come back typed.
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -12,7 +12,9 @@ import { Engine } from '../../src/runtime/engine.ts';
 import { readModelInfo } from '../../src/runtime/model-config.ts';
 import { createSession } from '../../src/runtime/session.ts';
 import { SessionHost } from '../../src/runtime/session-host.ts';
-import { sharedCopy } from '../../src/runtime/versions/initializer-table.ts';
+import { InitializerTable, sharedCopy } from '../../src/runtime/versions/initializer-table.ts';
+import { BaseVersionError } from '../../src/runtime/versions/base-versions-error.ts';
+import { composeWeights, type ComposePart } from '../../src/runtime/versions/compose.ts';
 
 for (const name of ['tiny-gpt2', 'tiny-llama']) {
   test(`${name}: a hosted session gives exactly the in-thread logits, step after step`, async () => {
@@ -66,4 +68,36 @@ test('a failed run is an error of that run; the session keeps serving', async ()
   const out = await engine.forward(BatchKv.empty(info, 1), [[1, 2, 3]]);
   assert.equal(out.logits[0]!.length, info.vocabSize);
   await session.release();
+});
+
+test('a version composed in the worker is bit-identical to one composed here; a non-finite value is a typed error', async () => {
+  const info = await readModelInfo('models/tiny-gpt2');
+  const pristine = sharedCopy(new Uint8Array(await readFile(info.onnxPath)));
+  const table = InitializerTable.of(pristine);
+  const [a, b] = table.names().filter((n) => table.get(n)!.consumers === 1 && table.get(n)!.length > 1000);
+  const noise = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => 1e-3 * Math.sin(seed * 7.1 + i * 0.37));
+  const len = (n: string) => table.get(n)!.length;
+  const parts: ComposePart[] = [
+    { source: 'edits', replace: [[a!, noise(len(a!), 1)]], check: false },
+    { source: 'patches', add: [[a!, noise(len(a!), 2)], [b!, noise(len(b!), 3)]], check: true },
+  ];
+  const slots = new Map([a!, b!].map((n) => [n, { offset: table.get(n)!.offset, length: len(n) }]));
+  const host = new SessionHost();
+  try {
+    const there = await host.compose(pristine, slots, parts);
+    const here = composeWeights(pristine, slots, parts);
+    assert.deepEqual([...there.keys()].sort(), [a!, b!].sort());
+    for (const [name, w] of here) assert.deepEqual(there.get(name), w, name);
+    // W = replacement + delta for a; pristine + delta for b (float32 arithmetic, in part order).
+    const w0b = table.read(b!);
+    assert.equal(there.get(b!)![5], Math.fround(w0b[5]! + parts[1]!.add![1]![1][5]!));
+    const bad = noise(len(b!), 4);
+    bad[9] = Number.POSITIVE_INFINITY;
+    await assert.rejects(
+      host.compose(pristine, slots, [{ source: 'patches', add: [[b!, bad]], check: true }]),
+      (e: unknown) => e instanceof BaseVersionError && e.code === 'non_finite' && /patches: add tensor for .* non-finite value at 9/.test(e.message),
+    );
+  } finally {
+    await host.close();
+  }
 });
