@@ -161,8 +161,14 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const linearWeights = new Map(
     (rewrite?.linearLayers ?? findLinearLayers(proto)).map((l) => [l.name, { initializer: l.weightName, dIn: l.dIn, dOut: l.dOut }]),
   );
+  const initial = await engineFrom(0, new Map())
+    .catch(async (error: unknown) => {
+      await spare?.close();
+      throw error;
+    })
+    .finally(() => (originals = undefined));
   const versions: BaseVersions = new BaseVersions({
-    initial: await engineFrom(0, new Map()).finally(() => (originals = undefined)),
+    initial,
     table: servedTable,
     linearWeights,
     build: engineFrom,

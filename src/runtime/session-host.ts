@@ -45,8 +45,6 @@ export class SessionHost {
 
   constructor() {
     this.worker = startWorker();
-    // Idle workers do not hold the process open; a request in flight does (see call()).
-    this.worker.unref();
     this.worker.on('message', (reply: Reply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;
@@ -62,6 +60,9 @@ export class SessionHost {
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`session worker exited (code ${code})`)));
+    // Idle workers do not hold the process open; a request in flight does (see call()). After the listeners:
+    // attaching a 'message' listener refs the worker again.
+    this.worker.unref();
   }
 
   /**
