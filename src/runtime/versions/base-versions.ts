@@ -89,6 +89,14 @@ export interface BaseVersionsOptions {
   onSwap?: (event: SwapEvent) => void;
 }
 
+/**
+ * The version's tensors as ordinary arrays: composition leaves them in shared memory (for the worker), which
+ * ORT refuses as a feed, and callers use them as feeds (e.g. the edit probes). One memcpy per tensor.
+ */
+function unshared(tensors: ReadonlyMap<string, Float32Array>): Map<string, Float32Array> {
+  return new Map([...tensors].map(([n, t]) => [n, t.buffer instanceof SharedArrayBuffer ? new Float32Array(t) : t]));
+}
+
 interface Resident {
   version: BaseVersion;
   leases: number;
@@ -211,7 +219,7 @@ export class BaseVersions {
     const t2 = performance.now();
     const labels: Record<string, unknown> = {};
     for (const [s, c] of next) labels[s] = c.label;
-    const version: BaseVersion = { id, engine, labels, changed: [...tensors.keys()].sort(), tensors };
+    const version: BaseVersion = { id, engine, labels, changed: [...tensors.keys()].sort(), tensors: unshared(tensors) };
     // The switch: from here on `acquire` hands out the new version; leases on the old one stay valid.
     const old = this.currentRes;
     this.currentRes = { version, leases: 0 };
