@@ -97,6 +97,18 @@ function unshared(tensors: ReadonlyMap<string, Float32Array>): Map<string, Float
   return new Map([...tensors].map(([n, t]) => [n, t.buffer instanceof SharedArrayBuffer ? new Float32Array(t) : t]));
 }
 
+/** Contributions in order as composeWeights parts; only `checked`'s data is scanned for non-finite values. */
+function toParts(contributions: ReadonlyMap<string, { changes: WeightChanges }>, checked: string | undefined): { parts: ComposePart[]; names: string[] } {
+  const parts: ComposePart[] = [...contributions].map(([s, c]) => ({
+    source: s,
+    ...(c.changes.replace ? { replace: [...c.changes.replace] } : {}),
+    ...(c.changes.add ? { add: [...c.changes.add] } : {}),
+    check: s === checked,
+  }));
+  const names = [...new Set(parts.flatMap((p) => [...(p.replace ?? []), ...(p.add ?? [])].map(([n]) => n)))];
+  return { parts, names };
+}
+
 interface Resident {
   version: BaseVersion;
   leases: number;
@@ -166,7 +178,8 @@ export class BaseVersions {
   composedWithout(source: string): Map<string, Float32Array> {
     const others = new Map(this.contributions);
     others.delete(source);
-    return this.compose(others);
+    const { parts, names } = toParts(others, undefined);
+    return unshared(composeWeights(this.opts.table.bytes, this.slots(names), parts));
   }
 
   /** What `source` contributes to the current state (its last published label), if anything. */
@@ -193,13 +206,7 @@ export class BaseVersions {
       this.check(source, changes);
       next.set(source, { changes, label });
     } else next.delete(source);
-    const parts: ComposePart[] = [...next].map(([s, c]) => ({
-      source: s,
-      ...(c.changes.replace ? { replace: [...c.changes.replace] } : {}),
-      ...(c.changes.add ? { add: [...c.changes.add] } : {}),
-      check: s === source,
-    }));
-    const names = [...new Set(parts.flatMap((p) => [...(p.replace ?? []), ...(p.add ?? [])].map(([n]) => n)))];
+    const { parts, names } = toParts(next, source);
     // Non-finite values are found here (BaseVersionError 'non_finite'), before anything changes.
     const tensors = names.length === 0 ? new Map<string, Float32Array>() : this.opts.compose ? await this.opts.compose(parts, names) : composeWeights(this.opts.table.bytes, this.slots(names), parts);
 
