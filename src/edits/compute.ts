@@ -1,14 +1,14 @@
 /**
  * From `{prompt, target, subject?}` to the (keys, values) of one RLSEdit step, for every edited layer.
  *
- * Key positions (ours): the subject's last token when `subject` is given (ROME/MEMIT's key), plus every
- * position that predicts a target token (the prompt's last token and the target's tokens but the last,
- * teacher-forced). On the small embedded model a subject-only key cannot carry a multi-token target through
- * the one or two blocks above the edited layers; keys at the predicting positions can. So an edit has
- * u = (subject ? 1 : 0) + |target tokens| keys per layer.
- * Keys: the edited map's input at those positions (KeyProbe, current weights), averaged over the context
- * prefixes CONTEXT_TEMPLATES. Values: δ_a ∈ R^{d_model} added to the residual stream after the top edited
- * block at key position a in every context, found by Adam on
+ * Key positions (settings.keys):
+ *   'subject'          the subject's last token only (METHODS.md; ROME/MEMIT's key): u = 1.
+ *   'subject+targets'  that, plus every position that predicts a target token (the prompt's last token and
+ *                      the target's tokens but the last, teacher-forced): u = 1 + |target tokens|.
+ * An edit without `subject` gets the predicting positions only (u = |target tokens|) under either setting:
+ * there is no subject to key on. Keys: the edited map's input at those positions (KeyProbe, current
+ * weights), averaged over the context prefixes CONTEXT_TEMPLATES. Values: δ_a ∈ R^{d_model} added to the
+ * residual stream after the top edited block at key position a in every context, found by Adam on
  *     L(δ) = mean_contexts mean_targets −log p(target_j | context, prompt, target_<j) + wd·‖δ‖²/h̄²
  * with ‖δ‖ ≤ clamp·h̄·√u (h̄: mean norm of those hidden states), exact gradients from the model family's
  * UpperStack backward pass (gpt2-upper.ts, llama-upper.ts); then every edited layer l gets
@@ -112,13 +112,14 @@ export class EditComputer {
   private async contexts(edit: PromptEdit, targetIds: number[], state: EditState): Promise<{ contexts: Context[]; keys: Map<string, Float64Array>; u: number }> {
     const weights = state.weights32();
     const layers = this.probe.layers;
-    const u = (edit.subject !== undefined ? 1 : 0) + targetIds.length;
+    const predicting = edit.subject === undefined || this.settings.keys === 'subject+targets';
+    const u = (edit.subject !== undefined ? 1 : 0) + (predicting ? targetIds.length : 0);
     const keys = new Map(layers.map((l) => [l.name, new Float64Array(u * l.dK)]));
     const contexts: Context[] = [];
     for (const tpl of CONTEXT_TEMPLATES) {
       const text = tpl.replace('{}', edit.prompt);
       const ids = this.tokenizer.encode(text);
-      const at = targetIds.map((_, j) => ids.length - 1 + j);
+      const at = predicting ? targetIds.map((_, j) => ids.length - 1 + j) : [];
       if (edit.subject !== undefined) {
         const end = text.lastIndexOf(edit.subject) + edit.subject.length;
         at.unshift(this.tokenizer.encode(text.slice(0, end)).length - 1);
@@ -163,11 +164,16 @@ export class EditComputer {
     };
     let nllBefore = NaN;
     let taken = 0;
+    // The NLL at the final δ when the loop stopped early (saves one evaluation per edit).
+    let stoppedAt: number | undefined;
     const limit = clamp * hbar * Math.sqrt(u);
     for (let t = 1; t <= steps; t++) {
       const { nll, g } = evaluate(true);
       if (t === 1) nllBefore = nll;
-      if (nll < stopNll) break;
+      if (nll < stopNll) {
+        stoppedAt = nll;
+        break;
+      }
       for (let i = 0; i < n; i++) {
         m[i] = 0.9 * m[i]! + 0.1 * g[i]!;
         v[i] = 0.999 * v[i]! + 0.001 * g[i]! * g[i]!;
@@ -179,7 +185,7 @@ export class EditComputer {
       if (size > limit) for (let i = 0; i < n; i++) delta[i]! *= limit / size;
       taken = t;
     }
-    const nllAfter = evaluate(false).nll;
+    const nllAfter = stoppedAt ?? evaluate(false).nll;
     return { delta, steps: taken, nllBefore: Number.isNaN(nllBefore) ? nllAfter : nllBefore, nllAfter, hbar };
   }
 }

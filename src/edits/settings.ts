@@ -17,7 +17,12 @@ export interface ValueSearch {
 
 export const DEFAULT_VALUE_SEARCH: ValueSearch = { steps: 25, lr: 0.5, weightDecay: 0.5, clamp: 4, stopNll: 0.05 };
 
+/** Where keys are taken (compute.ts): the subject's last token, or that plus every target-predicting position. */
+export type KeyPositions = 'subject' | 'subject+targets';
+
 export interface EditSettings {
+  /** Key positions for edits that name a subject (without one: the target-predicting positions). */
+  keys: KeyPositions;
   /** Edited layers (HF module paths); default: every layer the model's edit_stats.safetensors covers. */
   layers?: readonly string[];
   /** λ: pull toward W₀. */
@@ -36,6 +41,7 @@ export interface EditSettings {
 }
 
 export const DEFAULT_EDIT_SETTINGS: EditSettings = {
+  keys: 'subject+targets',
   lambda: 1,
   mu: 1,
   valueSearch: DEFAULT_VALUE_SEARCH,
