@@ -9,7 +9,7 @@ text. We estimate it as E[kkᵀ] = (1/N)·Σ k kᵀ over N corpus tokens (float6
 Output: models/<model>/edit_stats.safetensors with, per edited module `<m>` (HF module path),
   `<m>.mom2` F16 [d_k, d_k] and metadata {tokens, corpus, layers, note}.
 
-Usage: python tools/edits/edit_stats.py [--model tiny-gpt2] [--layers 1,2] [--tokens 60000]
+Usage: python tools/edits/edit_stats.py [--model tiny-gpt2] [--layers 1,2] [--tokens 60000] [--out path]
 Input: tools/.cache/corpus/train.txt (tools/corpus.py) and the HF checkpoint in /work/hf-cache (tools/hf_from_onnx.py).
 """
 import argparse
@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--layers", default="1,2")
     ap.add_argument("--tokens", type=int, default=60000)
     ap.add_argument("--chunk", type=int, default=128)
+    ap.add_argument("--out", default=None, help="default: models/<model>/edit_stats.safetensors")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -71,7 +72,7 @@ def main():
         "layers": json.dumps([module_path(model, l) for l in layers]),
         "note": "mom2 = E[k k^T] of the module's input over corpus tokens (float64 sum, stored F16)",
     }
-    out = os.path.join(ROOT, "models", args.model, "edit_stats.safetensors")
+    out = args.out or os.path.join(ROOT, "models", args.model, "edit_stats.safetensors")
     save_file(tensors, out, metadata=meta)
     print(f"wrote {out} ({os.path.getsize(out)} bytes, {count} tokens)")
 
