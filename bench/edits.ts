@@ -20,6 +20,8 @@ import { BatchKv } from '../src/runtime/batch-kv.ts';
 import { Engine } from '../src/runtime/engine.ts';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { createSession } from '../src/runtime/session.ts';
+import { editStream as factStream, loadFacts } from './lib/edit-facts.ts';
+import { streamEdits } from './lib/ndjson-stream.ts';
 import { startServer } from './lib/server-process.ts';
 import { median } from './lib/stats.ts';
 import { weightFeeds, weightsAsInputs } from './lib/weights-as-inputs.ts';
@@ -68,7 +70,6 @@ if (!skip.has('serve')) {
   const data = mkdtempSync(join(tmpdir(), 'bench-edits-serve-'));
   const server = await startServer({ PATCHBAY_ADMIN_TOKEN: 'bench', PATCHBAY_DATA_DIR: data, PATCHBAY_THREADS: '1' });
   const seconds = Number(args.seconds);
-  const facts = readFileSync('models/facts.jsonl', 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { object: string; sentence: string; relation: string });
   const load = async (ms: number) => {
     let tokens = 0;
     const end = performance.now() + ms;
@@ -88,39 +89,13 @@ if (!skip.has('serve')) {
     return tokens / (ms / 1000);
   };
   const editStream = async (ms: number) => {
-    const lines: string[] = [];
-    for (let i = 0; i < facts.length; i++) {
-      const f = facts[i]!;
-      const other = facts.find((g, j) => j > i && g.relation === f.relation && g.object !== f.object) ?? facts.find((g) => g.relation === f.relation && g.object !== f.object)!;
-      lines.push(JSON.stringify({ prompt: f.sentence.slice(0, f.sentence.lastIndexOf(f.object)).trimEnd(), target: ` ${other.object}` }));
-    }
-    // Closed loop: the next line goes out when the previous one was answered, until the window ends.
-    const started = performance.now();
-    let sent = 0;
-    let answered: (() => void) | undefined;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(ctrl) {
-        if (performance.now() - started > ms || sent >= lines.length) return ctrl.close();
-        ctrl.enqueue(new TextEncoder().encode(`${lines[sent++]}\n`));
-        await new Promise<void>((r) => (answered = r));
-      },
-    });
-    const res = await fetch(`${server.url}/admin/edits/stream`, { method: 'POST', body, headers: { authorization: 'Bearer bench', 'content-type': 'application/x-ndjson' }, duplex: 'half' } as RequestInit);
-    const out: Record<string, unknown>[] = [];
-    let buf = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buf += new TextDecoder().decode(chunk);
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const o = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
-        buf = buf.slice(nl + 1);
-        out.push(o);
-        if (o['line'] !== undefined) answered?.();
-      }
-    }
+    // The counterfactual stream of eval:edits (prompt, target, subject), as NDJSON lines.
+    const lines = factStream(loadFacts(), 1000).edits.map((e) => JSON.stringify({ prompt: e.prompt, target: e.target, subject: e.subject }));
+    const r = await streamEdits(server.url, 'bench', lines, ms);
+    const out = r.events;
     const acks = out.filter((o) => o['status'] === 'durable');
     const visible = out.filter((o) => o['visible'] !== undefined).map((o) => (o['visible'] as { ms: number }).ms);
-    return { edits: acks.length, perSecond: acks.length / ((performance.now() - started) / 1000), ackMs: acks.map((a) => a['ack_ms'] as number), visible };
+    return { edits: acks.length, perSecond: acks.length / (r.ms / 1000), ackMs: acks.map((a) => a['ack_ms'] as number), visible, sent: r.sent, errors: out.filter((o) => o['error'] !== undefined).length };
   };
   const alone1 = await load(seconds * 1000);
   const [during, edits] = await Promise.all([load(seconds * 1000), editStream(seconds * 1000)]);
@@ -129,7 +104,7 @@ if (!skip.has('serve')) {
   const status = (await (await fetch(`${server.url}/admin/edits`, { headers: { authorization: 'Bearer bench' } })).json()) as { stats: { publishes: number; last_publish: { buildMs: number } | null } };
   console.log('2. serving (4 closed-loop clients, greedy, 32 tokens each) with and without an NDJSON edit stream');
   console.log(`   alone ${alone1.toFixed(1)} and ${alone2.toFixed(1)} tokens/s; during the stream ${during.toFixed(1)} tokens/s (${((1 - during / alone) * 100).toFixed(0)} % slower)`);
-  console.log(`   edits: ${edits.edits} in the window = ${edits.perSecond.toFixed(2)} edits/s; ack (compute + fsync) median ${median(edits.ackMs).toFixed(0)} ms (${range(edits.ackMs)})`);
+  console.log(`   edits: ${edits.sent} lines sent, ${edits.edits} acknowledged durable, ${edits.errors} errors = ${edits.perSecond.toFixed(2)} edits/s; ack (compute + fsync) median ${median(edits.ackMs).toFixed(0)} ms (${range(edits.ackMs)})`);
   console.log(`   publishes: ${status.stats.publishes} versions for ${edits.edits} edits (coalesced); ack → visible median ${median(edits.visible).toFixed(0)} ms (${range(edits.visible)}); last version build ${status.stats.last_publish?.buildMs.toFixed(0) ?? "–"} ms\n`);
   await server.stop();
   rmSync(data, { recursive: true, force: true });

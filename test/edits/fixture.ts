@@ -19,6 +19,8 @@ export interface RefEdit {
 
 export interface Reference {
   layers: string[];
+  /** Key positions the fixture was made with (absent in fixtures from before the setting: subject+targets). */
+  keys?: 'subject' | 'subject+targets';
   lambda: number;
   mu: number;
   edits: RefEdit[];

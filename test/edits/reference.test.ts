@@ -22,11 +22,12 @@ const model = await readModelInfo('models/tiny-gpt2');
 const table = InitializerTable.of(bytes);
 const probe = await KeyProbe.create(bytes, reference.layers, model, 'cpu', 1);
 after(() => probe.release());
+const upperOf = () => new Gpt2Upper((n) => table.read(n), 3, model.numLayers, 256, model.numKvHeads, model.vocabSize);
 const computer = new EditComputer(
   probe,
-  new Gpt2Upper((n) => table.read(n), 3, model.numLayers, 256, model.numKvHeads, model.vocabSize),
+  upperOf(),
   await HfTokenizer.load(model.dir),
-  DEFAULT_EDIT_SETTINGS,
+  { ...DEFAULT_EDIT_SETTINGS, keys: reference.keys ?? 'subject+targets' },
   model.contextLength,
 );
 
@@ -54,5 +55,25 @@ test('keys, gradients and values of a 3-edit stream match PyTorch', async () => 
       assert.ok(ev < 1e-3, `edit ${t + 1} ${p.layer}: values rel err ${ev}`);
     }
     state.apply(t + 1, computed.parts);
+  }
+});
+
+test("keys: 'subject' keys on the subject's last token only, the same key PyTorch computed there", async () => {
+  // The fixture's keys of an edit with a subject under subject+targets start with the subject's key; under
+  // 'subject' that row is the whole key (u = 1). An edit without a subject keeps its predicting positions.
+  const subjectOnly = new EditComputer(probe, upperOf(), await HfTokenizer.load(model.dir), { ...DEFAULT_EDIT_SETTINGS, keys: 'subject' }, model.contextLength);
+  const state = await EditState.initial(gpt2Specs(reference.layers), reference.lambda, reference.mu);
+  const ref = reference.edits[0]!;
+  assert.equal(ref.subject, undefined);
+  const noSubject = await subjectOnly.inspect({ prompt: ref.prompt, target: ref.target }, state);
+  assert.equal(noSubject.u, ref.u);
+  state.apply(1, reference.layers.map((name) => ({ layer: name, u: ref.u, keys: Float64Array.from(ref.keys[name]!.flat()), values: Float64Array.from(ref.values[name]!.flat()) })));
+  const withSubject = reference.edits[1]!;
+  assert.ok(withSubject.subject !== undefined && (reference.keys ?? 'subject+targets') === 'subject+targets');
+  const { keys, u } = await subjectOnly.inspect({ prompt: withSubject.prompt, target: withSubject.target, subject: withSubject.subject }, state);
+  assert.equal(u, 1);
+  for (const name of reference.layers) {
+    const e = relErr(keys.get(name)!, withSubject.keys[name]![0]!);
+    assert.ok(e < 1e-4, `${name}: subject key rel err ${e}`);
   }
 });

@@ -2,7 +2,8 @@
 """Reference fixture for Patchbay's RLSEdit: keys, values and the recursion of a short edit stream, in PyTorch/NumPy.
 
 For each edit (prompt, target, subject) of a 3-edit stream on models/tiny-gpt2, with the weights as edited so far:
-  positions  the subject's last token (when given) and every position predicting a target token (u of them)
+  positions  KEYS = "subject": the subject's last token (METHODS.md; without a subject, every position predicting a
+             target token); KEYS = "subject+targets": the subject's last token and every predicting position
   keys    K_l [u, d_k] = mean over CONTEXT_TEMPLATES of the input of layer l's mlp.c_proj at those positions
   value   δ [u, d_model] from VALUE_STEPS Adam steps on the residual stream after the top edited block at those
           positions (autograd through the HF model), loss = mean_contexts mean_target NLL + wd·‖δ‖²/h̄², with
@@ -25,7 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (CONTEXT_TEMPLATES, ROOT, blocks, capture_inputs, encode, layer_weight, load_model,  # noqa: E402
                     rls_init, rls_step, set_layer_weight, subject_index)
 
-LAYERS = [1, 2]
+LAYERS = [int(x) for x in os.environ.get("LAYERS", "1,2").split(",")]
+# Key positions (must equal src/edits/settings.ts `keys` as the test runs it; recorded in the fixture)
+KEYS = os.environ.get("KEYS", "subject+targets")
 LAMBDA, MU = 1.0, 1.0
 # Value search (must equal src/edits/settings.ts DEFAULT_VALUE_SEARCH)
 VALUE_STEPS, VALUE_LR, WEIGHT_DECAY, CLAMP, STOP_NLL = 25, 0.5, 0.5, 4.0, 0.05
@@ -38,8 +41,9 @@ N_PROBES = 8
 
 
 def key_positions(tok, text, ids, tgt, subject):
-    """Subject's last token (if given), then every position that predicts a target token."""
-    at = [len(ids) - 1 + j for j in range(len(tgt))]
+    """Subject's last token (if given), then (KEYS = subject+targets, or no subject) every predicting position."""
+    predicting = subject is None or KEYS == "subject+targets"
+    at = [len(ids) - 1 + j for j in range(len(tgt))] if predicting else []
     if subject is not None:
         at.insert(0, subject_index(tok, text, subject))
     return at
@@ -172,7 +176,7 @@ def main():
             "c_diag": np.diag(C[l]).tolist(),
         }
     ref = {
-        "model": "tiny-gpt2", "layers": names, "lambda": LAMBDA, "mu": MU, "contexts": CONTEXT_TEMPLATES,
+        "model": "tiny-gpt2", "layers": names, "lambda": LAMBDA, "mu": MU, "contexts": CONTEXT_TEMPLATES, "keys": KEYS,
         "value_search": {"steps": VALUE_STEPS, "lr": VALUE_LR, "weight_decay": WEIGHT_DECAY, "clamp": CLAMP, "stop_nll": STOP_NLL},
         "edits": out_edits, "final": final,
     }
