@@ -25,9 +25,17 @@ export function defaultBodyBytes(contextLength: number, bound: PromptBound): num
   return BODY_OVERHEAD_BYTES + contextLength * perToken;
 }
 
+/**
+ * Routes whose body is an open-ended NDJSON stream read line by line as it arrives (each line bounded by the
+ * route itself). hono's bodyLimit reads a chunked body to its end before the handler runs, which would hold
+ * every line of a live edit stream until the client closed it.
+ */
+export const STREAMED_BODY_PATHS: ReadonlySet<string> = new Set(['/admin/edits/stream']);
+
 /** `limit` is read per request: the derived default is only known once the model has loaded. */
 export function limitBody(limit: () => number): MiddlewareHandler<AppEnv> {
   return async function limitRequestBody(c, next) {
+    if (STREAMED_BODY_PATHS.has(c.req.path)) return next();
     const maxSize = limit();
     return bodyLimit({
       maxSize,

@@ -10,6 +10,7 @@ import { createBaseResolver } from '../../src/server/resolver.ts';
 import { ServingState } from '../../src/server/state.ts';
 import { EditService } from '../../src/edits/edit-service.ts';
 import { DEFAULT_EDIT_SETTINGS } from '../../src/edits/settings.ts';
+import { MAX_STREAM_LINE_BYTES } from '../../src/server/routes/admin-edits.ts';
 import { loadRuntime, type Runtime } from '../../src/runtime/index.ts';
 import { MODEL_DIR, post } from './helpers.ts';
 
@@ -113,4 +114,53 @@ test('the NDJSON stream acks each line, names malformed lines, and ends with a s
   assert.ok(out.some((o) => o['visible'] !== undefined), 'a visibility event was sent');
   assert.ok((await ask('The capital of Veldor is')).text.startsWith(' Lumen'));
   assert.equal((await ask('The capital of Veldor is')).seq, String(done['seq']));
+});
+
+/** A request body the test feeds while reading the response (a live NDJSON stream). */
+function liveBody(): { body: ReadableStream<Uint8Array>; push: (s: string) => void; close: () => void } {
+  let ctrl!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({ start: (c) => void (ctrl = c) });
+  return { body, push: (s) => ctrl.enqueue(new TextEncoder().encode(s)), close: () => ctrl.close() };
+}
+
+async function readUntil(reader: ReadableStreamDefaultReader<Uint8Array>, seen: string[], pred: (o: Record<string, unknown>) => boolean): Promise<void> {
+  const decoder = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    assert.ok(!done, `the stream ended before the expected line; got ${seen.join(' | ')}`);
+    buf += decoder.decode(value, { stream: true });
+    let nl: number;
+    let hit = false;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      seen.push(line);
+      if (pred(JSON.parse(line) as Record<string, unknown>)) hit = true;
+    }
+    if (hit) return;
+  }
+}
+
+test('the stream route acknowledges a line while the request body is still open', { timeout: 180_000 }, async () => {
+  const { body, push, close } = liveBody();
+  push(`${JSON.stringify({ prompt: 'Dacam works as a', target: ' baker', subject: 'Dacam' })}\n`);
+  const res = await app.request('/admin/edits/stream', { method: 'POST', body, duplex: 'half', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/x-ndjson' } } as RequestInit);
+  assert.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  const seen: string[] = [];
+  // Before the fix the global body limit buffered the chunked body to its end: this read never finished.
+  await readUntil(reader, seen, (o) => o['line'] === 1 && o['status'] === 'durable');
+  push('x'.repeat(MAX_STREAM_LINE_BYTES + 1));
+  await readUntil(reader, seen, (o) => o['done'] === true);
+  // The server stopped reading at the long line and cancelled the body; closing it again is harmless.
+  try {
+    close();
+  } catch {
+    // already cancelled by the server
+  }
+  const out = seen.map((l) => JSON.parse(l) as Record<string, unknown>);
+  const tooLong = out.find((o) => o['line'] === 2)!;
+  assert.equal((tooLong['error'] as { code: string }).code, 'request_too_large');
+  assert.deepEqual({ accepted: out.at(-1)!['accepted'], rejected: out.at(-1)!['rejected'] }, { accepted: 1, rejected: 1 });
 });

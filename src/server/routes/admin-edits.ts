@@ -129,8 +129,14 @@ export function adminEditRoutes(app: Hono<AppEnv>, state: ServingState): void {
         if (e.kind === 'visible') chain = chain.then(() => write({ visible: { edit_seq: e.editSeq, base_version: e.baseVersion, ms: e.ms } }).then(() => undefined));
       };
       let line = 0;
-      for await (const text of lines(c)) {
+      for await (const text of lines(c, MAX_STREAM_LINE_BYTES)) {
         line++;
+        if (text === undefined) {
+          // A line over the limit: answered with its number; the rest of the body is not read.
+          rejected++;
+          await write({ line, error: { message: `line ${line}: longer than ${MAX_STREAM_LINE_BYTES} bytes; the stream stops here`, type: 'invalid_request_error', param: null, code: 'request_too_large' } });
+          break;
+        }
         if (text.trim() === '') continue;
         const t0 = performance.now();
         let item: EditItemT;
@@ -162,8 +168,18 @@ export function adminEditRoutes(app: Hono<AppEnv>, state: ServingState): void {
   });
 }
 
-/** The request body's lines as they arrive (UTF-8, '\n' separated, a trailing '\r' dropped). */
-async function* lines(c: Context<AppEnv>): AsyncGenerator<string> {
+/**
+ * One stream line's limit. The route reads its body as it arrives (the global body limit is skipped for it,
+ * body-limit.ts STREAMED_BODY_PATHS), so the limit holds per line: a raw edit of u keys is about
+ * u·(d_k + d_v)·20 bytes of JSON.
+ */
+export const MAX_STREAM_LINE_BYTES = 8 << 20;
+
+/**
+ * The request body's lines as they arrive (UTF-8, '\n' separated, a trailing '\r' dropped); `undefined` for
+ * a line longer than `maxLine` characters, after which nothing more is read.
+ */
+async function* lines(c: Context<AppEnv>, maxLine: number): AsyncGenerator<string | undefined> {
   const body = c.req.raw.body;
   if (!body) return;
   const decoder = new TextDecoder();
@@ -172,9 +188,11 @@ async function* lines(c: Context<AppEnv>): AsyncGenerator<string> {
     buf += decoder.decode(chunk, { stream: true });
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {
+      if (nl > maxLine) return yield undefined;
       yield buf.slice(0, nl).replace(/\r$/, '');
       buf = buf.slice(nl + 1);
     }
+    if (buf.length > maxLine) return yield undefined;
   }
   buf += decoder.decode();
   if (buf.length > 0) yield buf.replace(/\r$/, '');
