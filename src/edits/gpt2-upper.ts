@@ -16,6 +16,7 @@
  * against transposed weights (kernels.ts). Checked against PyTorch autograd (test/edits/reference.test.ts).
  */
 import { dotRows, layerNorm, layerNormBackward, lnCache, transpose, type LnCache } from './kernels.ts';
+import type { TargetToken, UpperStack } from './upper.ts';
 
 export type ReadWeight = (initializer: string) => Float32Array;
 
@@ -26,12 +27,6 @@ interface BlockWeights {
   attnW: Float32Array; projW: Float32Array; fcW: Float32Array; mlpW: Float32Array;
   /** Transposed, [d_out, d_in]: dot form for the forward (y = x·W). */
   attnWT: Float32Array; projWT: Float32Array; fcWT: Float32Array; mlpWT: Float32Array;
-}
-
-export interface TargetToken {
-  /** Position whose logits predict `token`. */
-  pos: number;
-  token: number;
 }
 
 /** Per-context state of one evaluation series: fixed rows' q/k/v and the buffers of rows from…T−1. */
@@ -61,7 +56,7 @@ interface BlockBuf {
 const EPS = 1e-5;
 const GELU_C = Math.sqrt(2 / Math.PI);
 
-export class Gpt2Upper {
+export class Gpt2Upper implements UpperStack {
   private readonly blocks: BlockWeights[];
   private readonly lnfG: Float32Array;
   private readonly lnfB: Float32Array;
