@@ -118,6 +118,7 @@ const ConfigSchema = z.object({
   /** RLSEdit λ (pull toward W₀) and μ (pull toward the anchor mapping on typical keys). */
   editLambda: z.coerce.number().positive().finite().default(1),
   editMu: z.coerce.number().min(0).finite().default(1),
+  editKeys: z.enum(['subject', 'subject+targets']).default('subject+targets'),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -157,6 +158,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   editLayers: { env: 'PATCHBAY_EDIT_LAYERS', flag: 'edit-layers' },
   editLambda: { env: 'PATCHBAY_EDIT_LAMBDA', flag: 'edit-lambda' },
   editMu: { env: 'PATCHBAY_EDIT_MU', flag: 'edit-mu' },
+  editKeys: { env: 'PATCHBAY_EDIT_KEYS', flag: 'edit-keys' },
 };
 
 /** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */

@@ -177,7 +177,7 @@ loading
           tokenizer: runtime.tokenizer,
           versions: runtime.versions,
           dataDir: config.dataDir,
-          settings: { ...DEFAULT_EDIT_SETTINGS, lambda: config.editLambda, mu: config.editMu, ...(config.editLayers ? { layers: config.editLayers } : {}) },
+          settings: { ...DEFAULT_EDIT_SETTINGS, lambda: config.editLambda, mu: config.editMu, keys: config.editKeys, ...(config.editLayers ? { layers: config.editLayers } : {}) },
           device: config.device,
           ...(config.threads ? { threads: config.threads } : {}),
         });
