@@ -4,7 +4,8 @@
  * Every product is written as rows of x dotted with rows of a matrix ("dot form"): the inner loop then
  * keeps its sum in a register and reads two contiguous arrays. Forward products use a transposed copy of the
  * weight, backward products the weight as stored, so both are dot form. Four output columns share each load
- * of x (four independent sums also hide the add latency): measured ~2–3× faster in V8 than the axpy form.
+ * of x, and four independent sums hide the add latency. (Measured only together with the row caching of
+ * gpt2-upper.ts: BENCHMARKS.md, "Knowledge edits".)
  */
 
 /**
