@@ -1,10 +1,13 @@
 /**
  * bench/session-memory — resident memory of one ORT session per model, and whether ORT keeps the tied token
  * table once. Each configuration runs in a fresh child process (`node --expose-gc`):
- *   baseline  RSS with onnxruntime-node loaded and nothing else,
- *   session   RSS once the session is built, the model bytes dropped and garbage-collected,
- *   step      RSS after one batch-1 prefill of 8 tokens (activations, ORT's arena),
- * resident = session − baseline (median of --repeats processes). Variants per model: the graph as imported (the token table is one initializer
+ *   first     RSS growth by a first session (less the model bytes still held): includes heap the parse freed but
+ *             the allocator kept, so it overstates,
+ *   per extra RSS growth per further session of the same bytes (2nd, 3rd), which reuse that heap: what one more
+ *             session costs (the plain and reduced-branch sessions are such extra sessions); glibc is told never
+ *             to trim or mmap (MALLOC_* env), so freed memory stays and RSS only grows,
+ *   + step    growth after one batch-1 prefill of 8 tokens on the last session (activations, ORT's arena),
+ * each the median of --repeats processes. Variants per model: the graph as imported (the token table is one initializer
  * read by the embedding Gather and the head), and `head copy` (the head reads its own duplicate of every
  * initializer it shares): if ORT kept one copy of the shared table, `head copy` costs one table more. Each
  * with ORT's weight pre-packing on and off (session config `session.disable_prepacking`).
@@ -36,7 +39,11 @@ interface Result {
   fileMB: number;
   sharedMB: number;
   baselineMB: number;
+  /** RSS growth by the first session, minus the file bytes still held at that point. */
+  firstMB: number;
+  /** RSS growth per further session of the same bytes (2nd and 3rd). */
   residentMB: number;
+  /** Further growth after one batch-1 prefill of 8 tokens on the last session. */
   afterStepMB: number;
 }
 
@@ -86,23 +93,34 @@ async function child(spec: ChildSpec): Promise<Result> {
   // Load ORT's native code with a trivial session first, so the baseline includes the library.
   await (await ort.InferenceSession.create(new Uint8Array(await readFile('models/tiny-gpt2/onnx/model.onnx')))).release();
   const baseline = rss();
-  let bytes: Uint8Array | undefined = new Uint8Array(await readFile(spec.file));
-  const session = await ort.InferenceSession.create(bytes, {
-    intraOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
-    ...(spec.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
-  });
-  bytes = undefined;
-  await new Promise((r) => setTimeout(r, 200));
-  const resident = rss();
+  const bytes = new Uint8Array(await readFile(spec.file));
+  const create = () =>
+    ort.InferenceSession.create(bytes, {
+      intraOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      ...(spec.prepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
+    });
+  const settle = async () => {
+    await new Promise((r) => setTimeout(r, 200));
+    return rss();
+  };
+  // The first session's figure includes heap the model parse freed but the allocator kept; later sessions of
+  // the same bytes reuse that heap (the parent runs us with glibc told never to trim or mmap, so RSS only
+  // grows), so the growth per later session is what one more session costs.
+  const sessions = [await create()];
+  const afterFirst = await settle();
+  sessions.push(await create());
+  sessions.push(await create());
+  const afterThird = await settle();
+  const second = sessions[2]!;
   const feeds: Record<string, ort.Tensor> = {};
   for (const [name, dims] of spec.inputs) {
     const n = dims.reduce((a, b) => a * b, 1);
     feeds[name] = name.startsWith('past_') ? new ort.Tensor('float32', new Float32Array(n), dims) : new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(name === 'attention_mask' ? 1 : i)), dims);
   }
-  await session.run(feeds);
-  const afterStep = rss();
-  await session.release();
+  await second.run(feeds);
+  const afterStep = await settle();
+  for (const x of sessions) await x.release();
   return {
     model: spec.model,
     variant: spec.variant,
@@ -110,8 +128,9 @@ async function child(spec: ChildSpec): Promise<Result> {
     fileMB: spec.fileBytes / MB,
     sharedMB: spec.sharedBytes / MB,
     baselineMB: baseline / MB,
-    residentMB: (resident - baseline) / MB,
-    afterStepMB: (afterStep - baseline) / MB,
+    firstMB: (afterFirst - baseline - spec.fileBytes) / MB,
+    residentMB: (afterThird - afterFirst) / 2 / MB,
+    afterStepMB: (afterStep - afterThird) / MB,
   };
 }
 
@@ -136,19 +155,24 @@ if (args.child) {
           const spec: ChildSpec = { model, variant, prepack, file, fileBytes: (await stat(file)).size, sharedBytes: copy.sharedBytes, inputs };
           // RSS moves by tens of MB with allocator and GC state: the median of a few fresh processes.
           const runs = Array.from({ length: Number(args.repeats) }, () => {
-            const out = execFileSync(process.execPath, ['--expose-gc', '--import', 'tsx', 'bench/session-memory.ts', '--child', JSON.stringify(spec)], { maxBuffer: 1 << 20 });
+            const out = execFileSync(process.execPath, ['--expose-gc', '--import', 'tsx', 'bench/session-memory.ts', '--child', JSON.stringify(spec)], {
+              maxBuffer: 1 << 20,
+              env: { ...process.env, MALLOC_ARENA_MAX: '1', MALLOC_TRIM_THRESHOLD_: String(2 ** 40), MALLOC_MMAP_THRESHOLD_: String(2 ** 30), MALLOC_TOP_PAD_: '0' },
+            });
             return JSON.parse(out.toString()) as Result;
           });
-          results.push({ ...runs[0]!, residentMB: median(runs.map((r) => r.residentMB)), afterStepMB: median(runs.map((r) => r.afterStepMB)) });
+          results.push({ ...runs[0]!, firstMB: median(runs.map((r) => r.firstMB)), residentMB: median(runs.map((r) => r.residentMB)), afterStepMB: median(runs.map((r) => r.afterStepMB)) });
         }
       }
     }
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  console.log(`bench/session-memory — resident = RSS with the session − RSS before it (ORT loaded), model bytes freed; load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
-  console.log('model'.padEnd(24) + 'variant'.padEnd(13) + 'prepack'.padStart(8) + 'file MB'.padStart(9) + 'shared MB'.padStart(11) + 'resident MB'.padStart(13) + 'after step MB'.padStart(15));
+  console.log(`bench/session-memory — RSS growth per session (medians of ${args.repeats} processes); load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
+  console.log('  first: by the first session, less the file bytes held (overstates: parse heap); per extra: by each further session of');
+  console.log('  the same bytes; + step: after a batch-1 prefill of 8 tokens on it. shared = the tied table (what `head copy` duplicates).');
+  console.log('model'.padEnd(18) + 'variant'.padEnd(13) + 'prepack'.padStart(8) + 'file MB'.padStart(9) + 'shared MB'.padStart(11) + 'first MB'.padStart(10) + 'per extra MB'.padStart(14) + '+ step MB'.padStart(11));
   for (const r of results) {
-    console.log(r.model.split('/').pop()!.padEnd(24) + r.variant.padEnd(13) + String(r.prepack).padStart(8) + r.fileMB.toFixed(0).padStart(9) + r.sharedMB.toFixed(1).padStart(11) + r.residentMB.toFixed(0).padStart(13) + r.afterStepMB.toFixed(0).padStart(15));
+    console.log(r.model.split('/').pop()!.padEnd(18) + r.variant.padEnd(13) + String(r.prepack).padStart(8) + r.fileMB.toFixed(0).padStart(9) + r.sharedMB.toFixed(1).padStart(11) + r.firstMB.toFixed(0).padStart(10) + r.residentMB.toFixed(0).padStart(14) + r.afterStepMB.toFixed(0).padStart(11));
   }
 }
