@@ -12,6 +12,7 @@ import type { WeightsMode } from './emit-linear.ts';
 import type { ImportAccuracy } from './quant/nbits-linear.ts';
 import { readLlamaHparams, type LlamaHparams } from './llama-hparams.ts';
 import { buildLlamaOnnx } from './llama-onnx.ts';
+import { DEFAULT_ATTENTION, type AttentionMode } from './attention-core.ts';
 import { buildTokenizerFiles } from './tokenizer-files.ts';
 
 export interface ImportResult {
@@ -25,6 +26,8 @@ export interface ImportResult {
 export interface ImportOptions {
   /** MatMulNBits `accuracy_level` written into q4/q8 graphs (0 = float32 compute, 4 = int8 activations). */
   accuracyLevel?: ImportAccuracy;
+  /** Attention core (attention-core.ts): `append` (default, runtime-owned KV buffers) or `concat` (the contract's Concat). */
+  attention?: AttentionMode;
 }
 
 /**
@@ -42,7 +45,8 @@ export async function importGguf(ggufPath: string, outDir: string, weights: Weig
   try {
     const hp = readLlamaHparams(file);
     const tok = buildTokenizerFiles(file, hp.contextLength);
-    const model = buildLlamaOnnx(file, hp, weights, opts.accuracyLevel);
+    const attention = opts.attention ?? DEFAULT_ATTENTION;
+    const model = buildLlamaOnnx(file, hp, weights, { ...(opts.accuracyLevel !== undefined ? { accuracyLevel: opts.accuracyLevel } : {}), attention });
     const tensorTypes: Record<string, number> = {};
     for (const t of file.tensors.values()) tensorTypes[t.typeName] = (tensorTypes[t.typeName] ?? 0) + 1;
 
@@ -68,7 +72,7 @@ export async function importGguf(ggufPath: string, outDir: string, weights: Weig
       eos_token_id: tok.eosTokenId ?? null,
       pad_token_id: tok.padTokenId ?? null,
       torch_dtype: 'float32',
-      patchbay_import: { source: basename(ggufPath), name: hp.name, weights, gguf_tensor_types: tensorTypes },
+      patchbay_import: { source: basename(ggufPath), name: hp.name, weights, attention, gguf_tensor_types: tensorTypes },
     };
     const generation = { bos_token_id: tok.bosTokenId ?? null, eos_token_id: tok.eosTokenId ?? null, pad_token_id: tok.padTokenId ?? null, do_sample: false };
 

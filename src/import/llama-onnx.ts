@@ -1,8 +1,9 @@
 /**
  * Build the Llama decoder ONNX graph from a GGUF file, mirroring tools/decoder_modules.py (LlamaExport)
  * and the project's ONNX contract (tools/README.md): inputs input_ids / attention_mask / position_ids /
- * past_key_values.{i}.key|value [B, kv_heads, P, hd]; outputs logits [B, S, V] and present.{i}.* =
- * Concat(past, new) with un-repeated GQA keys/values; query j sees key k iff k ≤ P + j and mask[b, k] = 1,
+ * past_key_values.{i}.key|value [B, kv_heads, P, hd]; outputs logits [B, S, V] and the cache outputs of the
+ * chosen attention core (attention-core.ts: `present.{i}.*` = Concat(past, new) for `concat`, the step's
+ * own `new_key_values.{i}.*` for `append`); query j sees key k iff k ≤ P + j and mask[b, k] = 1,
  * other scores replaced by float32 min (finite, so fully padded rows give garbage, not NaN).
  *
  *   x      = embed(input_ids)                                      [B, S, d]
@@ -20,41 +21,41 @@ import { MS_DOMAIN } from './quant/nbits-nodes.ts';
 import type { ImportAccuracy } from './quant/nbits-linear.ts';
 import { GraphBuilder } from './graph-builder.ts';
 import { emitRmsNorm } from './fused-norm.ts';
+import { attentionCore, coreConsts, declareCacheIo, declareCacheOutputs, DEFAULT_ATTENTION, type AttentionMode } from './attention-core.ts';
 import type { LlamaHparams } from './llama-hparams.ts';
-
-const NEG = -3.4028234663852886e38; // torch.finfo(torch.float32).min
 
 export interface BuiltModel {
   bytes: Uint8Array;
   initializerBytes: number;
 }
 
-export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMode, accuracyLevel: ImportAccuracy = DEFAULT_IMPORT_ACCURACY): BuiltModel {
+export interface BuildOptions {
+  accuracyLevel?: ImportAccuracy;
+  /** The attention core (attention-core.ts); default `append`. */
+  attention?: AttentionMode;
+}
+
+export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMode, opts: BuildOptions = {}): BuiltModel {
+  const accuracyLevel = opts.accuracyLevel ?? DEFAULT_IMPORT_ACCURACY;
+  const attention = opts.attention ?? DEFAULT_ATTENTION;
   const b = new GraphBuilder();
-  const { hidden: d, heads: H, kvHeads: KV, headDim: hd, vocabSize: V } = hp;
+  const { heads: H, kvHeads: KV, headDim: hd, vocabSize: V } = hp;
+  const shape = { heads: H, kvHeads: KV, headDim: hd };
   const ids = b.input('input_ids', INT64, ['batch_size', 'sequence_length']);
-  const mask = b.input('attention_mask', INT64, ['batch_size', 'total_sequence_length']);
+  // GQA derives its mask from seqlens_k; the other forms take the contract's attention_mask.
+  const mask = attention === 'gqa' ? undefined : b.input('attention_mask', INT64, ['batch_size', 'total_sequence_length']);
   const pos = b.input('position_ids', INT64, ['batch_size', 'sequence_length']);
-  for (let i = 0; i < hp.layers; i++) {
-    for (const kv of ['key', 'value']) b.input(`past_key_values.${i}.${kv}`, FLOAT, ['batch_size', KV, 'past_sequence_length', hd]);
-  }
+  declareCacheIo(b, attention, hp.layers, shape);
   b.output('logits', FLOAT, ['batch_size', 'sequence_length', V]);
-  for (let i = 0; i < hp.layers; i++) {
-    for (const kv of ['key', 'value']) b.output(`present.${i}.${kv}`, FLOAT, ['batch_size', KV, 'total_sequence_length', hd]);
-  }
+  declareCacheOutputs(b, attention, hp.layers, shape);
 
   let x = embed(b, file, hp, ids, mode);
   const { cos, sin } = rope(b, hp, pos);
-  const allowed = attentionMask(b, ids, mask);
+  const allowed = mask ? attentionMask(b, ids, mask) : '';
+  const core = coreConsts(b, shape);
   const c = {
     shapeQ: b.int64Const([0, 0, H, hd]),
     shapeKv: b.int64Const([0, 0, KV, hd]),
-    shapeCtx: b.int64Const([0, 0, H * hd]),
-    expandKv: b.int64Const([1, 1, H / KV, 1, 1]),
-    shapeRep: b.int64Const([0, H, -1, hd]),
-    axis2: b.int64Const([2]),
-    scale: b.floatConst([hd ** -0.5], []),
-    neg: b.floatConst([NEG], []),
     half: [b.int64Const([0]), b.int64Const([hd / 2]), b.int64Const([hd]), b.int64Const([3])] as const,
   };
   const t = (name: string) => file.tensor(name);
@@ -71,16 +72,7 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
     const v = heads(lin('self_attn/v_proj', 'attn_v', h), c.shapeKv);
     q = applyRope(b, A, q, cos, sin, c.half);
     k = applyRope(b, A, k, cos, sin, c.half);
-    const kAll = b.op1(A, 'Concat', [`past_key_values.${i}.key`, k], { axis: 2 }, { outputName: `present.${i}.key` });
-    const vAll = b.op1(A, 'Concat', [`past_key_values.${i}.value`, v], { axis: 2 }, { outputName: `present.${i}.value` });
-    // GQA: repeat each KV head H/KV times for the products only; the cache keeps them un-repeated.
-    const repeat = (y: string) =>
-      H === KV ? y : b.op1(A, 'Reshape', [b.op1(A, 'Expand', [b.op1(A, 'Unsqueeze', [y, c.axis2]), c.expandKv]), c.shapeRep]);
-    const kT = b.op1(A, 'Transpose', [repeat(kAll)], { perm: [0, 1, 3, 2] });
-    const scores = b.op1(A, 'Mul', [b.op1(A, 'MatMul', [q, kT]), c.scale]);
-    const probs = b.op1(A, 'Softmax', [b.op1(A, 'Where', [allowed, scores, c.neg])], { axis: -1 });
-    const ctx = b.op1(A, 'MatMul', [probs, repeat(vAll)]);
-    const merged = b.op1(A, 'Reshape', [b.op1(A, 'Transpose', [ctx], { perm: [0, 2, 1, 3] }), c.shapeCtx]);
+    const merged = attentionCore(b, attention, A, i, shape, core, q, k, v, allowed);
     x = b.op1(L, 'Add', [x, lin('self_attn/o_proj', 'attn_output', merged)]);
 
     const h2 = emitRmsNorm(b, `${L}/post_attention_layernorm`, x, `model.layers.${i}.post_attention_layernorm.weight`, dequantizeTensor(file, t(`${blk}.ffn_norm.weight`)), hp.rmsEps);

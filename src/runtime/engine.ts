@@ -1,7 +1,8 @@
 import { Tensor } from 'onnxruntime-node';
 import type { ModelSession } from './session.ts';
-import { BatchKv, pastNames, presentNames, type KvShape } from './batch-kv.ts';
 import { BranchSessions, type BranchSessionsOptions } from './branch-sessions.ts';
+import type { KvShape } from './batch-kv.ts';
+import { kvLayoutFor, type KvCache, type KvLayout, type RowRef } from './kv-layout.ts';
 import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
 import { LOGITS_START_INPUT } from './graph/logits-slice.ts';
 
@@ -24,7 +25,7 @@ export interface ForwardResult {
   allLogits: Float32Array;
   logitsWidth: number;
   width: number;
-  kv: BatchKv;
+  kv: KvCache;
   /**
    * Which graph ran: the branch-free one (no row had factors), the one with every delta branch, or a copy
    * that keeps only the branches the batch uses (branch-sessions.ts).
@@ -51,6 +52,10 @@ export interface EngineOptions {
   shape: KvShape;
   vocabSize: number;
   baseVersion: number;
+  /** Slot-cache graphs (kv-layout.ts): positions a row slot grows by; default slot-kv.ts DEFAULT_KV_BLOCK. */
+  kvBlock?: number;
+  /** Slot-cache graphs: the largest slot, the model's context length (default: unbounded). */
+  contextLength?: number;
 }
 
 /**
@@ -66,8 +71,8 @@ export class Engine {
   private readonly deltaLayers: readonly DeltaLayer[];
   private readonly emptyDeltas = new Map<number, Record<string, Tensor>>();
   private readonly reduced: BranchSessions | undefined;
-  private readonly past: string[];
-  private readonly present: string[];
+  /** How this graph takes and returns its cache (Concat presents or runtime-owned slots). */
+  readonly kvLayout: KvLayout;
   private readonly fetches: string[];
   private released: Promise<void> | undefined;
 
@@ -79,15 +84,29 @@ export class Engine {
     this.shape = opts.shape;
     this.vocabSize = opts.vocabSize;
     this.baseVersion = opts.baseVersion;
-    const shape = opts.shape;
-    this.past = pastNames(shape.numLayers);
-    this.present = presentNames(shape.numLayers);
-    this.fetches = ['logits', ...this.present];
+    this.kvLayout = kvLayoutFor(opts.session.outputNames, opts.shape, {
+      maxCapacity: opts.contextLength ?? Number.MAX_SAFE_INTEGER,
+      ...(opts.kvBlock !== undefined ? { kvBlock: opts.kvBlock } : {}),
+    });
+    this.fetches = ['logits', ...this.kvLayout.outputs];
+  }
+
+  /** An empty cache of `rows` rows, for a prefill. */
+  emptyKv(rows: number): KvCache {
+    return this.kvLayout.empty(rows);
+  }
+
+  /**
+   * A cache with `refs`' rows, in order (rows joining or leaving a batch). `inPlace`: the first source is
+   * being replaced and will not be read again, so its memory may be reused.
+   */
+  pack(refs: readonly RowRef[], inPlace = false): KvCache {
+    return this.kvLayout.pack(refs, inPlace);
   }
 
   /** `deltaFeeds` undefined = no row carries factors (then the plain session runs, if there is one). */
   async forward(
-    kv: BatchKv,
+    kv: KvCache,
     tokens: readonly (readonly number[])[],
     deltaFeeds?: Record<string, Tensor>,
     opts: ForwardOptions = {},
@@ -105,7 +124,6 @@ export class Engine {
     });
     const feeds: Record<string, Tensor> = {
       input_ids: new Tensor('int64', ids, [rows, width]),
-      attention_mask: kv.mask(width, tokens.map((t) => t.length)),
       position_ids: new Tensor('int64', positions, [rows, width]),
     };
     const plain = !deltaFeeds && this.plainSession !== undefined;
@@ -116,21 +134,21 @@ export class Engine {
       const tail = Math.min(width, Math.max(1, opts.tail ?? 1));
       feeds[LOGITS_START_INPUT] = new Tensor('int64', BigInt64Array.of(BigInt(-tail)), [1]);
     }
-    this.past.forEach((name, i) => (feeds[name] = kv.tensors[i]!));
+    this.kvLayout.feed(kv, feeds, width, tokens.map((t) => t.length));
     const out = await session.run(feeds, this.fetches);
     const logitsTensor = out['logits']!;
     const logits = logitsTensor.data as Float32Array;
     const logitsWidth = logitsTensor.dims[1]!;
     const vocab = this.vocabSize;
     const last = tokens.map((_, b) => logits.slice(((b + 1) * logitsWidth - 1) * vocab, (b + 1) * logitsWidth * vocab));
-    const presents = this.present.map((name) => out[name]!);
     return {
       logits: last,
       allLogits: logits,
       logitsWidth,
       width,
       graph: plain ? 'plain' : used ? 'delta-used' : 'delta',
-      kv: kv.advance(presents, width, tokens.map((t) => t.length)),
+      // Slot caches are appended to in place: only after a successful run, so a failed step leaves kv intact.
+      kv: this.kvLayout.advance(kv, out, width, tokens.map((t) => t.length)),
     };
   }
 

@@ -70,6 +70,11 @@ export interface RuntimeOptions {
    * every step); `'off'` builds everything on the serving thread (a publish stalls it for the build).
    */
   sessionWorkers?: 'off' | 'versions' | 'all';
+  /**
+   * Graphs with a runtime-owned KV cache (GGUF imports, `--attention append`): positions a row's slot
+   * grows by when it fills (runtime/slot-kv.ts). Default DEFAULT_KV_BLOCK (256).
+   */
+  kvBlock?: number;
   onStep?: (event: StepEvent) => void;
   /** Every base-version switch (or failed build), for spans and metrics. */
   onSwap?: (event: SwapEvent) => void;
@@ -134,7 +139,15 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
             ...(opts.onBranchSessionError ? { onBuildError: opts.onBranchSessionError } : {}),
           }
         : undefined;
-    const shape = { deltaLayers, branchSessions, shape: model, vocabSize: model.vocabSize, baseVersion };
+    const shape = {
+      deltaLayers,
+      branchSessions,
+      shape: model,
+      vocabSize: model.vocabSize,
+      baseVersion,
+      contextLength: model.contextLength,
+      ...(opts.kvBlock !== undefined ? { kvBlock: opts.kvBlock } : {}),
+    };
     if (workers === 'off' || (workers === 'versions' && baseVersion === 0)) {
       const session = await inThread(servedTable, originals?.served, tensors);
       const plainSession = plainTable && (await inThread(plainTable, originals?.plain, tensors));

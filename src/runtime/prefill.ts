@@ -5,7 +5,7 @@
  * that row's (scheduler.ts packs it once per member), so the prompt is computed once for n completions.
  */
 import type { Tensor } from 'onnxruntime-node';
-import { BatchKv, type RowRef } from './batch-kv.ts';
+import type { RowRef } from './kv-layout.ts';
 import type { Engine, ForwardResult } from './engine.ts';
 import { tokenLogprob, type TokenLogprob } from './logprobs.ts';
 import type { Sequence } from './sequence.ts';
@@ -40,7 +40,7 @@ export async function prefill(
   }
   // Only rows whose prompt logprobs are wanted need more than the last position's logits.
   const tail = Math.max(1, ...leaders.map((s) => (s.promptLogprobsTop !== undefined ? s.promptIds.length : 1)));
-  const result = await engine.forward(BatchKv.empty(engine.shape, leaders.length), leaders.map((s) => s.promptIds), factorsFor(leaders), { tail });
+  const result = await engine.forward(engine.emptyKv(leaders.length), leaders.map((s) => s.promptIds), factorsFor(leaders), { tail });
   const prompts = leaders.map((s, row) =>
     s.promptLogprobsTop !== undefined ? promptLogprobs(result, row, s.promptIds, s.promptLogprobsTop, engine.vocabSize) : undefined,
   );

@@ -1,6 +1,6 @@
 import type { Tensor } from 'onnxruntime-node';
 import { PatchbayError } from '../errors.ts';
-import { BatchKv, pack, type RowRef } from './batch-kv.ts';
+import type { KvCache, RowRef } from './kv-layout.ts';
 import { prefill } from './prefill.ts';
 import { deltaTensors, type DeltaLayer } from './delta-feeds.ts';
 import type { Engine } from './engine.ts';
@@ -56,7 +56,7 @@ export interface SchedulerOptions {
 interface VersionBatch {
   engine: Engine;
   rows: Sequence[];
-  kv: BatchKv | undefined;
+  kv: KvCache | undefined;
   /** Factor tensors of the batch; undefined while no row carries an adapter. */
   deltaFeeds: Record<string, Tensor> | undefined;
 }
@@ -64,7 +64,7 @@ interface VersionBatch {
 /**
  * Continuous batching: each iteration first prefills newly admitted sequences (one batched run on the
  * current base version), then runs one decode step for every live sequence. Sequences join and leave
- * between steps; a batch's cache is re-packed only then (batch-kv.ts), and so are its per-row delta factors.
+ * between steps; a batch's cache is re-packed only then (kv-layout.ts), and so are its per-row delta factors.
  *
  * Rows on different base versions cannot share a `session.run` (different weights, different sessions), so
  * live sequences are kept in one batch per version: normally one, two for as long as sequences that started
@@ -283,7 +283,7 @@ export class ContinuousBatchScheduler implements Scheduler {
     const refs: RowRef[] = [];
     for (const [row, seq] of batch.rows.entries()) {
       try {
-        const one = pack(batch.engine.shape, [{ from: kv, row }]);
+        const one = batch.engine.pack([{ from: kv, row }]);
         const started = performance.now();
         const { logits, kv: next, graph } = await batch.engine.forward(one, [[seq.lastToken]], this.factorsFor([seq]));
         this.report('decode', 1, 1, started, graph);
@@ -315,7 +315,9 @@ export class ContinuousBatchScheduler implements Scheduler {
 
   /** Re-packs a batch to `live` (rows taken from `refs`); rows that left return their version lease. */
   private setRows(batch: VersionBatch, live: Sequence[], refs: RowRef[]): void {
-    const kv = live.length > 0 ? pack(batch.engine.shape, refs) : undefined;
+    // Every source of `refs` (the old batch cache, a prefill's, a lone retry's) is dropped after this, so
+    // a slot cache may be compacted in place (slot-kv.ts).
+    const kv = live.length > 0 ? batch.engine.pack(refs, true) : undefined;
     const deltaFeeds = this.factorsFor(live);
     const stay = new Set(live);
     for (const seq of batch.rows) if (!stay.has(seq)) seq.leave();

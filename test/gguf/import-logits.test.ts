@@ -7,7 +7,6 @@ import { importGguf } from '../../src/import/import-gguf.ts';
 import { readModelInfo } from '../../src/runtime/model-config.ts';
 import { createSession } from '../../src/runtime/session.ts';
 import { Engine } from '../../src/runtime/engine.ts';
-import { BatchKv } from '../../src/runtime/batch-kv.ts';
 import { HfTokenizer } from '../../src/runtime/tokenizer.ts';
 import { findLinearLayers } from '../../src/runtime/graph/index.ts';
 import { decodeModel } from '../../src/runtime/graph/onnx.ts';
@@ -37,7 +36,7 @@ test('imported f32 graph matches PyTorch on the dequantized weights (padded batc
     const engine = new Engine({ session, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
     const prompts = ref.prompts.map((p) => p.input_ids);
     assert.ok(new Set(prompts.map((p) => p.length)).size > 1, 'prompts of different lengths exercise padding');
-    let step = await engine.forward(BatchKv.empty(info, prompts.length), prompts, {});
+    let step = await engine.forward(engine.emptyKv(prompts.length), prompts, {});
     ref.prompts.forEach((p, b) => {
       const diff = maxAbsDiff(step.logits[b]!, p.last_logits);
       assert.ok(diff <= tol, `prompt ${b} last logits differ by ${diff}`);
@@ -114,7 +113,7 @@ test('untied output.weight, default alignment, 4 query heads per KV head: logits
   const session = await createSession(new Uint8Array(await readFile(info.onnxPath)), { device: 'cpu', threads: 1 });
   try {
     const engine = new Engine({ session, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
-    let step = await engine.forward(BatchKv.empty(info, ref.prompts.length), ref.prompts.map((p) => p.input_ids), {});
+    let step = await engine.forward(engine.emptyKv(ref.prompts.length), ref.prompts.map((p) => p.input_ids), {});
     ref.prompts.forEach((p, b) => assert.ok(maxAbsDiff(step.logits[b]!, p.last_logits) <= ref.tolerance, `prompt ${b}`));
     for (let s = 0; s < ref.prompts[0]!.decode_steps.length; s++) {
       step = await engine.forward(step.kv, ref.prompts.map((p) => [p.decode_steps[s]!.token]), {});

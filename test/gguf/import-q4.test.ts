@@ -13,7 +13,6 @@ import { importGguf } from '../../src/import/import-gguf.ts';
 import { readModelInfo, type ModelInfo } from '../../src/runtime/model-config.ts';
 import { createSession } from '../../src/runtime/session.ts';
 import { Engine } from '../../src/runtime/engine.ts';
-import { BatchKv } from '../../src/runtime/batch-kv.ts';
 import { deltaTensors } from '../../src/runtime/delta-feeds.ts';
 import { addDeltaBranches, findLinearLayers } from '../../src/runtime/graph/index.ts';
 import { decodeModel, encodeModel } from '../../src/runtime/graph/onnx.ts';
@@ -55,7 +54,7 @@ async function run(dir: string, binding?: DeltaBinding, reduced = false): Promis
     const prompts = loadReference().prompts.map((p) => p.input_ids);
     const feeds = rewrite ? deltaTensors(rewrite.layers, prompts.map(() => binding)) : {};
     const out: Float32Array[] = [];
-    let step = await engine.forward(BatchKv.empty(info, prompts.length), prompts, feeds);
+    let step = await engine.forward(engine.emptyKv(prompts.length), prompts, feeds);
     out.push(...step.logits);
     await engine.branchSessionsSettled();
     for (let s = 0; s < 3; s++) {

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { BatchKv } from '../../src/runtime/batch-kv.ts';
+import type { KvCache } from '../../src/runtime/kv-layout.ts';
 import type { Engine } from '../../src/runtime/engine.ts';
 import { loadRuntime, type Runtime, type SamplingParams, type StepEvent } from '../../src/runtime/index.ts';
 import { InvalidGenerationError } from '../../src/runtime/request-validation.ts';
@@ -27,13 +27,13 @@ const ids = (text: string) => rt.tokenizer.encode(text);
 
 interface Hooks {
   /** Awaited before every run; `decode` = one new token per row. */
-  before?: (kv: BatchKv, decode: boolean) => Promise<void> | void;
+  before?: (kv: KvCache, decode: boolean) => Promise<void> | void;
 }
 
 function schedulerWith(hooks: Hooks, steps: StepEvent[] = []) {
   const wrapped = Object.create(engine) as Engine;
   wrapped.forward = async (kv, tokens, feeds) => {
-    await hooks.before?.(kv, tokens.every((t) => t.length === 1) && kv.width > 0);
+    await hooks.before?.(kv, tokens.every((t) => t.length === 1) && kv.lens.some((l) => l > 0));
     return engine.forward(kv, tokens, feeds);
   };
   const source = { acquire: () => ({ version: { id: 1, engine: wrapped }, release() {} }) };

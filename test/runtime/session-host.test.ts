@@ -34,9 +34,9 @@ for (const name of ['tiny-gpt2', 'tiny-llama']) {
       assert.deepEqual(b.allLogits, a.allLogits);
       for (let step = 0; step < 4; step++) {
         const next = [[11 + step], [20 + step]];
-        const fed = b.kv.tensors.map((t) => (t.data as Float32Array).slice());
+        const fed = (b.kv as BatchKv).tensors.map((t) => (t.data as Float32Array).slice());
         a = await local.forward(a.kv, next);
-        const kvBefore = b.kv;
+        const kvBefore = b.kv as BatchKv; // the embedded models use the Concat cache
         b = await hosted.forward(b.kv, next);
         assert.deepEqual(b.logits, a.logits, `step ${step}`);
         // The caller's feeds crossed as copies: still intact after the run.
