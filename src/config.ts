@@ -93,6 +93,8 @@ const ConfigSchema = z.object({
   sessionWorkers: z.enum(['off', 'versions', 'all']).default('versions'),
   /** MatMulNBits compute precision of a quantized model (0 = float32, 4 = int8 activations, auto = 0 on 4-bit and 4 on 8-bit nodes); unset = as stored. */
   nbitsAccuracy: z.enum(['auto', '0', '1', '2', '3', '4']).transform((v) => (v === 'auto' ? 'auto' : (Number(v) as 0 | 1 | 2 | 3 | 4))).optional(),
+  /** Slot-cache graphs (GGUF imports): positions a row's KV slot grows by (runtime/slot-kv.ts); unset = 256. */
+  kvBlock: int(1, 1_048_576).optional(),
   maxBatch: int(1, 1024).default(8),
   maxQueue: int(0, 1_000_000).default(64),
   /** Unset = derived from the model's context length once it has loaded (server/body-limit.ts). */
@@ -142,6 +144,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   branchSessions: { env: 'PATCHBAY_BRANCH_SESSIONS', flag: 'branch-sessions' },
   sessionWorkers: { env: 'PATCHBAY_SESSION_WORKERS', flag: 'session-workers' },
   nbitsAccuracy: { env: 'PATCHBAY_NBITS_ACCURACY', flag: 'nbits-accuracy' },
+  kvBlock: { env: 'PATCHBAY_KV_BLOCK', flag: 'kv-block' },
   maxBatch: { env: 'PATCHBAY_MAX_BATCH', flag: 'max-batch' },
   maxQueue: { env: 'PATCHBAY_MAX_QUEUE', flag: 'max-queue' },
   maxBodyBytes: { env: 'PATCHBAY_MAX_BODY_BYTES', flag: 'max-body-bytes' },

@@ -125,6 +125,7 @@ const loading: Promise<Runtime> = loadRuntime({
   onBranchSessionError: (err, layers) => logger.warn({ err, layers: layers.size }, 'could not build the session reduced to a batch\'s adapter layers; the full delta graph keeps serving them'),
   sessionWorkers: config.sessionWorkers,
   ...(config.nbitsAccuracy !== undefined ? { nbitsAccuracy: config.nbitsAccuracy } : {}),
+  ...(config.kvBlock !== undefined ? { kvBlock: config.kvBlock } : {}),
   onStep: (step) => metrics.recordStep(step),
   onSwap(swap) {
     traceSwap(swap);

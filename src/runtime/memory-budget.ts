@@ -4,7 +4,10 @@
  * documented in the README; every figure is float32 (4 bytes).
  *
  *   KV cache      2 · L · B · H_kv · C · D · 4     (B = PATCHBAY_MAX_BATCH rows, C = context, every row at most C)
- *                 ×2 while a batch is re-packed (old and new cache live together for one step)
+ *                 ×2 while a batch is re-packed (old and new cache live together for one step). Slot caches
+ *                 (runtime/slot-kv.ts) hold at most B rows of C positions too (a slot never exceeds the
+ *                 context); a prefill's rows plus the batch's are at most B, and a growing slot holds its old
+ *                 and new buffers for one step: the same ×2 bound
  *   factors       Σ_layers B · (d_in + d_out) · R · 4   (R = PATCHBAY_MAX_COMBINED_RANK: every row is padded to
  *                 the batch's largest rank, and the cap bounds it), ×2: the running batch's feeds and a prefill's
  *   logits        B · V · 4 per step (only the last position is computed unless prompt logprobs are asked for;

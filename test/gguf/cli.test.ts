@@ -16,6 +16,9 @@ test('model:import argument parsing: clear messages for bad arguments', () => {
   assert.throws(() => parseImportArgs(['m.gguf']), /--out <directory> is required/);
   assert.throws(() => parseImportArgs(['m.gguf', '--out', 'x', '--weights', 'q3']), /--weights must be one of f32, q4, q8, got "q3"/);
   assert.throws(() => parseImportArgs(['m.gguf', '--out', 'x', '--bogus']), /Unknown option '--bogus'/);
+  assert.equal(parseImportArgs(['m.gguf', '--out', 'x', '--attention', 'concat']).attention, 'concat');
+  // gqa graphs exist for bench:kv-context only; the runtime does not serve them.
+  assert.throws(() => parseImportArgs(['m.gguf', '--out', 'x', '--attention', 'gqa']), /--attention must be one of append, concat, got "gqa"/);
   for (const mode of WEIGHTS_MODES.filter((m) => !IMPLEMENTED_WEIGHTS_MODES.includes(m))) {
     assert.throws(() => parseImportArgs(['m.gguf', '--out', 'x', '--weights', mode]), new RegExp(`--weights ${mode} is not yet supported`));
   }

@@ -90,3 +90,12 @@ test('PATCHBAY_NBITS_ACCURACY: unset keeps the model file, 0-4 accepted, anythin
   assert.equal(loadConfig(['--nbits-accuracy', '0'], { PATCHBAY_NBITS_ACCURACY: '4' }).nbitsAccuracy, 0);
   assert.throws(() => loadConfig([], { PATCHBAY_NBITS_ACCURACY: 'fast' }), /PATCHBAY_NBITS_ACCURACY="fast"/);
 });
+
+test('PATCHBAY_KV_BLOCK: unset = the runtime default, a positive integer accepted, anything else names the variable', () => {
+  assert.equal(loadConfig([], {}).kvBlock, undefined);
+  assert.equal(loadConfig([], { PATCHBAY_KV_BLOCK: '64' }).kvBlock, 64);
+  assert.equal(loadConfig(['--kv-block', '128'], {}).kvBlock, 128);
+  for (const bad of ['0', '-3', '1.5', 'lots']) {
+    assert.throws(() => loadConfig([], { PATCHBAY_KV_BLOCK: bad }), (err: unknown) => err instanceof ConfigError && /PATCHBAY_KV_BLOCK/.test(err.message));
+  }
+});
