@@ -11,6 +11,8 @@
  *      with --gguf also llama.cpp (node-llama-cpp's prebuilt CPU build) on the GGUF the models came from;
  *   2. throughput of N concurrent requests (continuous batching; on the q4 base when given, exact and int8)
  *      vs llama.cpp decoding N sequences of one context;
+ *   with --compare-model also a second Patchbay server on another import of the q4 model (e.g. the same GGUF
+ *      with `--attention concat`), batch 1 and N concurrent, in the same trials (issue #6: KV cache graphs);
  *   3. weight bytes each decode step reads (bench/lib/weight-bytes.ts) ÷ this process's measured memcpy
  *      bandwidth: the batch-1 floor, next to each contender's measured step time.
  * Each contender runs in a process of its own (bench/lib/contender.ts); trials interleave them so machine noise
@@ -21,6 +23,7 @@
  *   npm run bench:serve -- [--model models/tiny-gpt2] [--tokens 64] [--trials 5] [--threads 2]
  *                          [--q4-model models/smollm2-135m-q4] [--gguf path/to/model.gguf] [--lora <adapter id>]
  *                          [--lora-full-graph] [--prompts shakespeare|english] [--delta-targets …] [--plain-session auto|on|off] [--no-int8]
+ *                          [--compare-model tools/.cache/smollm2-q4-concat]
  */
 import { parseArgs } from 'node:util';
 import { loadavg } from 'node:os';
@@ -51,6 +54,7 @@ const { values: args } = parseArgs({
     'plain-session': { type: 'string' },
     /** Skip the q4 contender at accuracy_level 4 (int8 activations). */
     'no-int8': { type: 'boolean', default: false },
+    'compare-model': { type: 'string' },
   },
 });
 const modelDir = resolve(args.model);
@@ -87,6 +91,9 @@ const int8Server: ServerProcess | undefined = q4Dir && !args['no-int8'] ? await 
 const q4FullServer: ServerProcess | undefined =
   q4Dir && args.lora && args['lora-full-graph'] ? await startServer({ ...serverEnv(q4Dir), PATCHBAY_BRANCH_SESSIONS: '0' }) : undefined;
 const q4Model = q4Dir ? await readModelInfo(q4Dir) : undefined;
+const compareDir = args['compare-model'] ? resolve(args['compare-model']) : undefined;
+const compareServer: ServerProcess | undefined = compareDir ? await startServer(serverEnv(compareDir)) : undefined;
+const compareModel = compareDir ? await readModelInfo(compareDir) : undefined;
 const bare = await Contender.start('bare', modelDir, threads);
 const peer = await Contender.start('transformers.js', modelDir, threads);
 const llama = gguf ? await Contender.start('llama.cpp', gguf, threads, concurrency) : undefined;
@@ -109,6 +116,7 @@ if (int8Server) note('Patchbay q4 int8 (accuracy_level 4)', (await timeCompletio
 if (q4Server && args.lora) note(`Patchbay q4 + ${args.lora}`, (await timeCompletion(q4Server.url, request(args.lora, prompt, tokens))).text);
 if (q4FullServer) note(`Patchbay q4 + ${args.lora} (full delta graph)`, (await timeCompletion(q4FullServer.url, request(args.lora!, prompt, tokens))).text);
 if (llama) note('llama.cpp', (await llama.run({ prompt, tokens })).text);
+if (compareServer) note(`Patchbay ${compareModel!.id}`, (await timeCompletion(compareServer.url, request(compareModel!.id, prompt, tokens))).text);
 
 /** ORT's idle intra-op threads spin for a while after a run; let them sleep before the next contender starts. */
 const settle = () => new Promise((r) => setTimeout(r, 250));
@@ -145,11 +153,20 @@ for (let t = 0; t < trials; t++) {
     });
   }
   if (llama) await time('llamaCppConcurrent', async () => (await llama.run({ prompts: batchPrompts, tokens })).ms);
+  if (compareServer) {
+    await time('compare', async () => (await timeCompletion(compareServer.url, request(compareModel!.id, prompt, tokens))).ms);
+    await time('compareConcurrent', async () => {
+      const started = performance.now();
+      await Promise.all(batchPrompts.map((p) => timeCompletion(compareServer.url, request(compareModel!.id, p, tokens))));
+      return performance.now() - started;
+    });
+  }
 }
 await server.stop();
 await q4Server?.stop();
 await int8Server?.stop();
 await q4FullServer?.stop();
+await compareServer?.stop();
 bare.stop();
 peer.stop();
 llama?.stop();
@@ -182,6 +199,18 @@ const results = {
   ...(q4FullServer ? { latencyRatioQ4LoraFullGraphToQ4: median(ms.patchbayQ4LoraFullGraph!) / median(ms.patchbayQ4!) } : {}),
   ...(llama && q4Server ? { speedRatioQ4ToLlamaCpp: median(ms.llamaCpp!) / median(ms.patchbayQ4!) } : {}),
   ...(llama && int8Server ? { speedRatioQ4Int8ToLlamaCpp: median(ms.llamaCpp!) / median(ms.patchbayQ4Int8!) } : {}),
+  ...(compareServer
+    ? {
+        compare: {
+          model: compareModel!.id,
+          dir: compareDir,
+          batch1TokPerS: rate(tokens, ms.compare),
+          concurrentTokPerS: rate(concurrentTokens, ms.compareConcurrent),
+          batch1SpeedRatioQ4ToCompare: q4Server ? median(ms.compare!) / median(ms.patchbayQ4!) : Number.NaN,
+          concurrentSpeedRatioToCompare: median(ms.compareConcurrent!) / median(ms.concurrent!),
+        },
+      }
+    : {}),
   concurrent: {
     requests: concurrency,
     base: concurrentId,
@@ -223,6 +252,12 @@ line(`llama.cpp ${concurrency} sequences (tok/s)`, results.concurrent.llamaCppTo
 line(`  Patchbay / llama.cpp at ${concurrency} (goal ≥ 2)`, results.concurrent.ratioToLlamaCpp);
 line(`Patchbay ${concurrency} concurrent, q4 int8 (tok/s)`, results.concurrent.int8TokPerS);
 line(`  Patchbay int8 / llama.cpp at ${concurrency} (goal ≥ 2)`, results.concurrent.int8RatioToLlamaCpp);
+if (results.compare) {
+  line(`Patchbay ${results.compare.model} (${compareDir}) HTTP, batch 1 (tok/s)`, results.compare.batch1TokPerS);
+  line(`  speed ratio Patchbay q4 / it, batch 1`, results.compare.batch1SpeedRatioQ4ToCompare);
+  line(`Patchbay ${concurrency} concurrent on it (tok/s)`, results.compare.concurrentTokPerS);
+  line(`  speed ratio ${concurrentId} / it, ${concurrency} concurrent`, results.compare.concurrentSpeedRatioToCompare);
+}
 line('memcpy read bandwidth, 1 thread (GB/s)', results.bandwidthGBps);
 for (const [k, b] of Object.entries(weightBytes)) line(`${k}: weight MB per token → floor tok/s`, b / 1e6), line(`  floor (bandwidth ÷ bytes) tok/s`, results.floorTokPerS[k]);
 await mkdir('bench/out', { recursive: true });

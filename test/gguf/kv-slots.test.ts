@@ -2,7 +2,9 @@
  * `--attention append` (the default import: runtime-owned KV slots, src/runtime/slot-kv.ts) against
  * `--attention concat` (the ONNX contract's present = Concat(past, new)) on the tiny Llama GGUF fixtures:
  * the same logits within 1e-4 over a padded prefill and decode steps (slots forced to grow), with per-row
- * LoRA deltas on q/k/v/o, and through the scheduler while rows join and leave a batch.
+ * LoRA deltas on q/k/v/o, and through the scheduler while rows join and leave a batch. Also the `gqa`
+ * graph that bench/kv-context.ts measures: ORT's GroupQueryAttention shares the fed buffer, and
+ * onnxruntime-node 1.30 copies the present out anyway (why `append` is the served form).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,6 +23,11 @@ import { loadRuntime } from '../../src/runtime/index.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
 import { GGUF_FIXTURE, GGUF_UNTIED_FIXTURE, loadReference } from './fixture.ts';
 import type { DeltaBinding, GenerationResult, LayerFactors } from '../../src/runtime/types.ts';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { GgufFile } from '../../src/runtime/gguf/index.ts';
+import { readLlamaHparams } from '../../src/import/llama-hparams.ts';
+import { buildLlamaOnnx } from '../../src/import/llama-onnx.ts';
+import type { BatchKv } from '../../src/runtime/batch-kv.ts';
 
 const TOL = 1e-4;
 let work: string;
@@ -132,4 +139,60 @@ test('continuous batching on slots: rows join and leave, every token and logprob
     assert.deepEqual(a.tokenIds, c.tokenIds, `request ${i} tokens`);
     a.logprobs!.forEach((e, t) => assert.ok(Math.abs(e.logprob - c.logprobs![t]!.logprob) <= TOL, `request ${i} token ${t} logprob`));
   });
+});
+
+test('gqa (bench only): ORT GroupQueryAttention writes into the fed buffer in place and equals concat; onnxruntime-node 1.30 still copies the present out', async () => {
+  const file = GgufFile.open(GGUF_FIXTURE);
+  const hp = readLlamaHparams(file);
+  const gqa = await InferenceSession.create(buildLlamaOnnx(file, hp, 'f32', { attention: 'gqa' }).bytes, { executionProviders: ['cpu'], intraOpNumThreads: 1 });
+  file.close();
+  const info = await readModelInfo(dirs['mixed-concat']!);
+  const session = await createSession(new Uint8Array(await readFile(info.onnxPath)), { device: 'cpu', threads: 1 });
+  try {
+    const engine = new Engine({ session, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
+    const prompt = loadReference().prompts[0]!.input_ids;
+    let step = await engine.forward(engine.emptyKv(1), [prompt], {});
+    const len = prompt.length;
+    const C = len + 8;
+    const cols = hp.kvHeads * hp.headDim;
+    // Buffers [1, KV, C, hd] holding the prefill's cache; present.* fetched into the very same tensors.
+    const past: Record<string, Tensor> = {};
+    const fetches: Record<string, Tensor | null> = { logits: null };
+    const prefill = step.kv as BatchKv;
+    prefill.tensors.forEach((t, i) => {
+      const name = `past_key_values.${i >> 1}.${i % 2 ? 'value' : 'key'}`;
+      const data = new Float32Array(cols * C);
+      for (let h = 0; h < hp.kvHeads; h++) data.set((t.data as Float32Array).subarray(h * len * hp.headDim, (h + 1) * len * hp.headDim), h * C * hp.headDim);
+      past[name] = new Tensor('float32', data, [1, hp.kvHeads, C, hp.headDim]);
+      fetches[`present.${i >> 1}.${i % 2 ? 'value' : 'key'}`] = past[name]!;
+    });
+    for (let s = 0; s < 4; s++) {
+      const token = (s * 13 + 3) % info.vocabSize;
+      const n = len + s;
+      const out = await gqa.run(
+        {
+          ...past,
+          input_ids: new Tensor('int64', BigInt64Array.of(BigInt(token)), [1, 1]),
+          position_ids: new Tensor('int64', BigInt64Array.of(BigInt(n)), [1, 1]),
+          seqlens_k: new Tensor('int32', Int32Array.of(n), [1]),
+          total_sequence_length: new Tensor('int32', Int32Array.of(n + 1), []),
+        },
+        fetches as never,
+      );
+      step = await engine.forward(step.kv, [[token]], {});
+      assert.ok(maxAbsDiff(out['logits']!.data as Float32Array, Array.from(step.logits[0]!)) <= TOL, `gqa step ${s}`);
+      // ORT wrote the new key column into the fed buffer (shared past/present) …
+      const fed = past['past_key_values.1.key']!.data as Float32Array;
+      const expected = ((step.kv as BatchKv).tensors[2]!.data as Float32Array).subarray(n * hp.headDim, (n + 1) * hp.headDim);
+      assert.ok(maxAbsDiff(fed.subarray(n * hp.headDim, (n + 1) * hp.headDim), Array.from(expected)) <= TOL, `column ${n} written in place`);
+      // … but the returned present is a copy of the whole buffer, not a view of it (the per-step copy "append" avoids).
+      const returned = out['present.1.key']!.data as Float32Array;
+      assert.equal(returned.length, fed.length);
+      returned[0] = 12345;
+      assert.notEqual(fed[0], 12345);
+    }
+  } finally {
+    await session.release();
+    await gqa.release();
+  }
 });
