@@ -16,6 +16,7 @@ import { resolve } from 'node:path';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { readModelInfo, type ModelInfo } from '../src/runtime/model-config.ts';
+import { Engine } from '../src/runtime/engine.ts';
 import { HfTokenizer } from '../src/runtime/tokenizer.ts';
 import { argmax } from '../src/runtime/sampler.ts';
 import { withNBitsAccuracy } from '../src/runtime/graph/index.ts';
@@ -43,7 +44,7 @@ async function session(bytes: Uint8Array): Promise<InferenceSession> {
   return InferenceSession.create(bytes, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1 });
 }
 
-/** One run over `ids` with an empty cache: logits [ids.length, vocab] and the presents for decoding on. */
+/** One run over `ids` with an empty cache (either graph form takes a zero-width past): logits [ids.length, vocab]. */
 async function forward(s: InferenceSession, m: ModelInfo, ids: number[], past?: Record<string, Tensor>, pastLen = 0) {
   const feeds: Record<string, Tensor> = {
     input_ids: new Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
@@ -57,16 +58,16 @@ async function forward(s: InferenceSession, m: ModelInfo, ids: number[], past?: 
   return { logits: out['logits']!.data as Float32Array, out };
 }
 
+/** Greedy decoding through the runtime's Engine, which feeds either cache form (runtime/kv-layout.ts). */
 async function greedy(s: InferenceSession, m: ModelInfo, prompt: number[]): Promise<number[]> {
-  let { logits, out } = await forward(s, m, prompt);
-  let len = prompt.length;
+  const engine = new Engine({ session: s, shape: m, vocabSize: m.vocabSize, baseVersion: 0, contextLength: m.contextLength });
+  let step = await engine.forward(engine.emptyKv(1), [prompt]);
   const ids: number[] = [];
   for (;;) {
-    const next = argmax(logits.subarray(logits.length - m.vocabSize));
+    const next = argmax(step.logits[0]!);
     if (eos.has(next) || ids.length >= maxNew) return ids;
     ids.push(next);
-    ({ logits, out } = await forward(s, m, [next], out as Record<string, Tensor>, len));
-    len += 1;
+    step = await engine.forward(step.kv, [[next]]);
   }
 }
 
