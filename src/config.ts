@@ -93,7 +93,7 @@ const ConfigSchema = z.object({
   sessionWorkers: z.enum(['off', 'versions', 'all']).default('versions'),
   /** MatMulNBits compute precision of a quantized model (0 = float32, 4 = int8 activations, auto = 0 on 4-bit and 4 on 8-bit nodes); unset = as stored. */
   nbitsAccuracy: z.enum(['auto', '0', '1', '2', '3', '4']).transform((v) => (v === 'auto' ? 'auto' : (Number(v) as 0 | 1 | 2 | 3 | 4))).optional(),
-  /** Slot-cache graphs (GGUF imports): positions a row's KV slot grows by (runtime/slot-kv.ts); unset = 256. */
+  /** Slot-cache graphs (GGUF imports): largest growth step of the KV slots, positions (runtime/slot-kv.ts); unset = 256. */
   kvBlock: int(1, 1_048_576).optional(),
   maxBatch: int(1, 1024).default(8),
   maxQueue: int(0, 1_000_000).default(64),

@@ -71,8 +71,8 @@ export interface RuntimeOptions {
    */
   sessionWorkers?: 'off' | 'versions' | 'all';
   /**
-   * Graphs with a runtime-owned KV cache (GGUF imports, `--attention append`): positions a row's slot
-   * grows by when it fills (runtime/slot-kv.ts). Default DEFAULT_KV_BLOCK (256).
+   * Graphs with a runtime-owned KV cache (GGUF imports, `--attention append`): the largest step, in
+   * positions, a batch's slots grow by when they fill (runtime/slot-kv.ts). Default DEFAULT_KV_BLOCK (256).
    */
   kvBlock?: number;
   onStep?: (event: StepEvent) => void;

@@ -9,10 +9,9 @@ import type { KvShape } from './batch-kv.ts';
  * step's new keys/values [rows, numKvHeads, S, headDim], which `append` writes at lens[b]. So a decode
  * step moves B·layers·2·numKvHeads·headDim floats, whatever the context.
  *
- * Capacity policy: C = the longest row's need rounded up to `block` positions (PATCHBAY_KV_BLOCK), at
- * most `maxCapacity` (the model's context length). A step that needs more re-allocates to the new need
- * rounded up to a block and copies the live rows once (so a 4 k-token sequence re-allocates 4096/block
- * times in its life). Memory: 2 · layers · numKvHeads · headDim · 4 bytes per position per row slot,
+ * Capacity policy (SlotPolicy): C = the longest row's need rounded up to a growth step of 1/8 of it (16 to
+ * `block` = PATCHBAY_KV_BLOCK positions), at most `maxCapacity` (the model's context length). A step that
+ * needs more re-allocates and copies the live rows once. Memory: 2 · layers · numKvHeads · headDim · 4 bytes per position per row slot,
  * 46 KB for SmolLM2-135M (C = 1024: 47 MB per row).
  */
 export class SlotKv {
@@ -172,7 +171,12 @@ export class SlotKv {
   }
 }
 
-/** How many positions a row slot gets: the need rounded up to `block`, at most `maxCapacity`. */
+/**
+ * How many positions a row slot gets for `need`: rounded up to a growth step of need/8 (as a power of two),
+ * at least MIN_KV_STEP and at most `block` positions, and never beyond `maxCapacity`. Attention reads the
+ * whole slot, so the step bounds the masked columns read per row (≤ 1/8 of the live ones, ≤ block), while
+ * re-allocations stay rare (every need/8 steps at most, every `block` steps beyond 8·block positions).
+ */
 export class SlotPolicy {
   constructor(
     readonly block: number,
@@ -183,9 +187,14 @@ export class SlotPolicy {
 
   capacityFor(need: number): number {
     if (need === 0) return 0;
-    return Math.max(need, Math.min(this.maxCapacity, Math.ceil(need / this.block) * this.block));
+    const eighth = 2 ** Math.floor(Math.log2(Math.max(1, need / 8)));
+    const step = Math.min(this.block, Math.max(MIN_KV_STEP, eighth));
+    return Math.max(need, Math.min(this.maxCapacity, Math.ceil(need / step) * step));
   }
 }
 
-/** Default positions per growth step (PATCHBAY_KV_BLOCK). */
+/** Smallest growth step (positions). */
+export const MIN_KV_STEP = 16;
+
+/** Default largest growth step, positions (PATCHBAY_KV_BLOCK). */
 export const DEFAULT_KV_BLOCK = 256;

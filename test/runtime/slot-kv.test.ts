@@ -5,7 +5,7 @@ import { Tensor } from 'onnxruntime-node';
 import { SlotKv, SlotPolicy } from '../../src/runtime/slot-kv.ts';
 
 const shape = { numLayers: 1, numKvHeads: 2, headDim: 3 };
-const policy = new SlotPolicy(4, 10);
+const policy = new SlotPolicy(4, 10); // steps of 4 (the block caps the 16-position minimum)
 
 /** New keys/values for a left-padded step: value = 1000·row + 100·head + 10·column + d (+0.5 for values). */
 function step(rows: number, width: number): Tensor[] {
@@ -70,7 +70,11 @@ test('pack in place: rows that stay keep order, leavers are dropped, newcomers c
 
 test('SlotPolicy refuses a block that is not a positive integer', () => {
   assert.throws(() => new SlotPolicy(0, 10), /positive integer/);
-  assert.equal(new SlotPolicy(256, 8192).capacityFor(0), 0);
-  assert.equal(new SlotPolicy(256, 8192).capacityFor(257), 512);
-  assert.equal(new SlotPolicy(256, 300).capacityFor(257), 300);
+  const p = new SlotPolicy(256, 8192);
+  assert.equal(p.capacityFor(0), 0);
+  assert.equal(p.capacityFor(5), 16, 'at least 16');
+  assert.equal(p.capacityFor(50), 64, 'steps of need/8 as a power of two: 4 → 16');
+  assert.equal(p.capacityFor(1000), 1024, 'step 64');
+  assert.equal(p.capacityFor(4097), 4352, 'step capped at the block');
+  assert.equal(new SlotPolicy(256, 4100).capacityFor(4097), 4100, 'never beyond the context');
 });
