@@ -52,7 +52,7 @@ export interface EngineOptions {
   shape: KvShape;
   vocabSize: number;
   baseVersion: number;
-  /** Slot-cache graphs (kv-layout.ts): positions a row slot grows by; default slot-kv.ts DEFAULT_KV_BLOCK. */
+  /** Slot-cache graphs (kv-layout.ts): largest growth step of the slots, positions; default slot-kv.ts DEFAULT_KV_BLOCK. */
   kvBlock?: number;
   /** Slot-cache graphs: the largest slot, the model's context length (default: unbounded). */
   contextLength?: number;
