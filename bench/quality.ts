@@ -45,17 +45,17 @@ async function session(bytes: Uint8Array): Promise<InferenceSession> {
 }
 
 /** One run over `ids` with an empty cache (either graph form takes a zero-width past): logits [ids.length, vocab]. */
-async function forward(s: InferenceSession, m: ModelInfo, ids: number[], past?: Record<string, Tensor>, pastLen = 0) {
+async function forward(s: InferenceSession, m: ModelInfo, ids: number[]) {
   const feeds: Record<string, Tensor> = {
     input_ids: new Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
-    position_ids: new Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(pastLen + i)), [1, ids.length]),
-    attention_mask: new Tensor('int64', new BigInt64Array(pastLen + ids.length).fill(1n), [1, pastLen + ids.length]),
+    position_ids: new Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(i)), [1, ids.length]),
+    attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
   };
   for (let i = 0; i < m.numLayers; i++) for (const kind of ['key', 'value']) {
-    feeds[`past_key_values.${i}.${kind}`] = past?.[`present.${i}.${kind}`] ?? new Tensor('float32', new Float32Array(0), [1, m.numKvHeads, 0, m.headDim]);
+    feeds[`past_key_values.${i}.${kind}`] = new Tensor('float32', new Float32Array(0), [1, m.numKvHeads, 0, m.headDim]);
   }
-  const out = await s.run(feeds);
-  return { logits: out['logits']!.data as Float32Array, out };
+  const out = await s.run(feeds, ['logits']);
+  return { logits: out['logits']!.data as Float32Array };
 }
 
 /** Greedy decoding through the runtime's Engine, which feeds either cache form (runtime/kv-layout.ts). */
