@@ -88,15 +88,19 @@ async function decode(session: InferenceSession, info: ModelInfo, rows: number):
   }
   if (session.inputNames.includes(LOGITS_START_INPUT)) feeds[LOGITS_START_INPUT] = new Tensor('int64', BigInt64Array.of(-1n), [1]);
   const wall: number[] = [];
+  // Append-graph imports (import/attention-core.ts) read a fixed-width cache and return only the step's keys/values:
+  // the past stays the `context`-wide feed (the runtime appends into its slots; here the width does not grow).
+  const appends = session.outputNames.includes('new_key_values.0.key');
   let past = context;
   for (let s = 0; s < steps; s++) {
+    const width = appends ? context : past;
     feeds['input_ids'] = new Tensor('int64', new BigInt64Array(rows).fill(42n), [rows, 1]);
     feeds['position_ids'] = new Tensor('int64', new BigInt64Array(rows).fill(BigInt(past)), [rows, 1]);
-    feeds['attention_mask'] = new Tensor('int64', new BigInt64Array(rows * (past + 1)).fill(1n), [rows, past + 1]);
+    feeds['attention_mask'] = new Tensor('int64', new BigInt64Array(rows * (width + 1)).fill(1n), [rows, width + 1]);
     const t = performance.now();
     const out = await session.run(feeds);
     wall.push(performance.now() - t);
-    for (let i = 0; i < info.numLayers; i++) for (const kind of ['key', 'value']) feeds[`past_key_values.${i}.${kind}`] = out[`present.${i}.${kind}`]!;
+    if (!appends) for (let i = 0; i < info.numLayers; i++) for (const kind of ['key', 'value']) feeds[`past_key_values.${i}.${kind}`] = out[`present.${i}.${kind}`]!;
     past++;
   }
   return wall;
