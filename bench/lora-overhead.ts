@@ -67,7 +67,7 @@ function stepFeeds(): Record<string, ort.Tensor> {
   for (const input of proto.graph!.input!) {
     const name = input.name!;
     const dims = (valueInfoDims(input) ?? []).map((d) =>
-      d === 'batch_size' ? 1 : d === 'sequence_length' ? 1 : d === 'past_sequence_length' ? PAST : d === 'total_sequence_length' ? PAST + 1 : (d as number),
+      d === 'batch_size' ? 1 : d === 'sequence_length' ? 1 : d === 'past_sequence_length' || d === 'cache_capacity' ? PAST : d === 'total_sequence_length' ? PAST + 1 : (d as number),
     );
     const n = dims.reduce((p, d) => p * d, 1);
     if (name === 'input_ids') f[name] = new ort.Tensor('int64', BigInt64Array.of(42n), dims);
