@@ -6,7 +6,8 @@ import type { ModelInfo } from '../../src/runtime/model-config.ts';
 /**
  * The floor Patchbay is measured against: the shortest greedy generate loop onnxruntime-node allows on
  * the same ONNX file — one session, present outputs fed straight back as past inputs, batch 1, no HTTP,
- * no scheduler, no tokenizer in the loop.
+ * no scheduler, no tokenizer in the loop. Append-graph imports (src/import/attention-core.ts) get the same
+ * loop over one fixed buffer per layer of prompt + new tokens positions, the step's keys/values written in.
  */
 export class BareLoop {
   private constructor(
@@ -25,6 +26,7 @@ export class BareLoop {
   }
 
   async generate(promptIds: readonly number[], newTokens: number): Promise<number[]> {
+    if (this.session.outputNames.includes('new_key_values.0.key')) return this.generateAppend(promptIds, newTokens);
     const { numLayers, numKvHeads, headDim, vocabSize } = this.model;
     const feeds: Record<string, Tensor> = {};
     for (let i = 0; i < numLayers; i++) {
@@ -49,6 +51,35 @@ export class BareLoop {
       }
       past += ids.length;
       ids = [BigInt(next)];
+    }
+    return out;
+  }
+
+  private async generateAppend(promptIds: readonly number[], newTokens: number): Promise<number[]> {
+    const { numLayers, numKvHeads: heads, headDim: dim, vocabSize } = this.model;
+    const cap = promptIds.length + newTokens;
+    const buffers = Array.from({ length: 2 * numLayers }, () => new Float32Array(heads * cap * dim));
+    const feeds: Record<string, Tensor> = {};
+    buffers.forEach((b, t) => (feeds[`past_key_values.${t >> 1}.${t % 2 ? 'value' : 'key'}`] = new Tensor('float32', b, [1, heads, cap, dim])));
+    let ids = promptIds.map(BigInt);
+    let past = 0;
+    const out: number[] = [];
+    while (out.length < newTokens) {
+      const s = ids.length;
+      const mask = new BigInt64Array(cap + s);
+      mask.fill(1n, 0, past).fill(1n, cap, cap + s);
+      feeds['input_ids'] = new Tensor('int64', BigInt64Array.from(ids), [1, s]);
+      feeds['position_ids'] = new Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(past + i)), [1, s]);
+      feeds['attention_mask'] = new Tensor('int64', mask, [1, cap + s]);
+      const result = await this.session.run(feeds);
+      const logits = result['logits']!.data as Float32Array;
+      out.push(argmax(logits.subarray((s - 1) * vocabSize, s * vocabSize)));
+      buffers.forEach((b, t) => {
+        const fresh = result[`new_key_values.${t >> 1}.${t % 2 ? 'value' : 'key'}`]!.data as Float32Array;
+        for (let h = 0; h < heads; h++) b.set(fresh.subarray(h * s * dim, (h + 1) * s * dim), (h * cap + past) * dim);
+      });
+      past += s;
+      ids = [BigInt(out[out.length - 1]!)];
     }
     return out;
   }
