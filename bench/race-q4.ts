@@ -97,6 +97,7 @@ for (let t = 0; t < trials; t++) {
   record(LLAMA, 'one', (await llama.run({ prompt, tokens })).ms);
   await settle();
   record(LLAMA, 'many', (await llama.run({ prompts: batchPrompts, tokens })).ms);
+  console.error(`trial ${t + 1}/${trials} done, load average ${loadavg()[0]!.toFixed(1)}`);
 }
 for (const p of patchbays) await p.server.stop();
 llama.stop();
