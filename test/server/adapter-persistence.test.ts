@@ -5,14 +5,13 @@
  * skips one that no longer validates (kept in the file until deleted), and DELETE removes a record for good.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { encodeSafetensors, type TensorToWrite } from '../../src/adapters/safetensors-writer.ts';
-import { freePort } from '../../bench/lib/server-process.ts';
 import { realTarget, removeTempDirs, REPO_ROOT, tempDir, writeLora } from '../registry/fixtures.ts';
+import { startMain, type MainProcess } from './main-process.ts';
 
 const TOKEN = 'persist-admin';
 const procs: ChildProcess[] = [];
@@ -21,40 +20,12 @@ after(async () => {
   await removeTempDirs();
 });
 
-interface Server {
-  base: string;
-  log: () => string;
-  stop(): Promise<void>;
-}
+type Server = MainProcess;
 
 async function start(env: Record<string, string>): Promise<Server> {
-  const port = await freePort();
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PATCHBAY_THREADS: '1', PATCHBAY_ADMIN_TOKEN: TOKEN, PATCHBAY_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(proc);
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 600; i++) {
-    if (proc.exitCode !== null) throw new Error(`exited early:\n${out}`);
-    if ((await fetch(`${base}/readyz`).then((r) => r.status, () => 0)) === 200) {
-      return {
-        base,
-        log: () => out,
-        async stop() {
-          const exited = once(proc, 'exit');
-          proc.kill('SIGTERM');
-          await exited;
-        },
-      };
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`never ready:\n${out}`);
+  const server = await startMain({ PATCHBAY_ADMIN_TOKEN: TOKEN, PATCHBAY_LOG_LEVEL: 'info', ...env }, 600);
+  procs.push(server.proc);
+  return server;
 }
 
 const call = (s: Server, method: string, route: string, body?: unknown) =>

@@ -3,15 +3,15 @@
  * the file, PATCHBAY_METRICS_PORT moves /metrics to its own listener; without a keys file, open mode is logged.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { hashKey } from '../../src/server/tenants/keys-file.ts';
-import { REPO_ROOT } from './helpers.ts';
 import { freePort } from '../../bench/lib/server-process.ts';
+import { startMain, type MainProcess } from './main-process.ts';
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'patchbay-keys-'));
 const procs: ChildProcess[] = [];
@@ -20,24 +20,10 @@ after(() => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-async function start(env: Record<string, string>): Promise<{ base: string; proc: ChildProcess; log: () => string }> {
-  const port = await freePort();
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PATCHBAY_THREADS: '1', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(proc);
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 300; i++) {
-    if (proc.exitCode !== null) throw new Error(`exited early:\n${out}`);
-    if ((await fetch(`${base}/readyz`).then((r) => r.status, () => 0)) === 200) return { base, proc, log: () => out };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`never ready:\n${out}`);
+async function start(env: Record<string, string>): Promise<MainProcess> {
+  const server = await startMain(env);
+  procs.push(server.proc);
+  return server;
 }
 
 const models = (base: string, key?: string) => fetch(`${base}/v1/models`, key ? { headers: { authorization: `Bearer ${key}` } } : {});
