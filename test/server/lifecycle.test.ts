@@ -3,11 +3,11 @@
  * cancellation when a client disconnects mid-stream.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { after, test } from 'node:test';
-import { MODEL_ID, REPO_ROOT, metricValue, parseSSE } from './helpers.ts';
+import { MODEL_ID, metricValue, parseSSE } from './helpers.ts';
+import { startMain } from './main-process.ts';
 
 interface Child {
   proc: ChildProcess;
@@ -21,38 +21,14 @@ after(() => {
   for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
 });
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const address = srv.address();
-  srv.close();
-  if (typeof address !== 'object' || !address) throw new Error('no port');
-  return address.port;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function startServer(): Promise<Child> {
-  const port = await freePort();
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PATCHBAY_THREADS: '1', PATCHBAY_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = once(proc, 'exit').then(([code]) => code as number | null);
-  const child: Child = { proc, base: `http://127.0.0.1:${port}`, exited, output: () => out };
+  const server = await startMain({ PATCHBAY_LOG_LEVEL: 'info' });
+  const exited = once(server.proc, 'exit').then(([code]) => code as number | null);
+  const child: Child = { proc: server.proc, base: server.base, exited, output: server.log };
   children.push(child);
-  for (let i = 0; i < 300; i++) {
-    if (proc.exitCode !== null) throw new Error(`server exited early:\n${out}`);
-    const status = await fetch(`${child.base}/readyz`).then((r) => r.status, () => 0);
-    if (status === 200) return child;
-    await sleep(100);
-  }
-  throw new Error(`server never became ready:\n${out}`);
+  return child;
 }
 
 const longStream = {
