@@ -121,6 +121,8 @@ const ConfigSchema = z.object({
   editLambda: z.coerce.number().positive().finite().default(1),
   editMu: z.coerce.number().min(0).finite().default(1),
   editKeys: z.enum(['subject', 'subject+targets']).default('subject+targets'),
+  /** Where a prompt edit's key probe and value search run: a worker thread (`on`) or the serving thread (`off`). */
+  editWorker: z.enum(['on', 'off']).default('on'),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -162,6 +164,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   editLambda: { env: 'PATCHBAY_EDIT_LAMBDA', flag: 'edit-lambda' },
   editMu: { env: 'PATCHBAY_EDIT_MU', flag: 'edit-mu' },
   editKeys: { env: 'PATCHBAY_EDIT_KEYS', flag: 'edit-keys' },
+  editWorker: { env: 'PATCHBAY_EDIT_WORKER', flag: 'edit-worker' },
 };
 
 /** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */

@@ -180,6 +180,7 @@ loading
           dataDir: config.dataDir,
           settings: { ...DEFAULT_EDIT_SETTINGS, lambda: config.editLambda, mu: config.editMu, keys: config.editKeys, ...(config.editLayers ? { layers: config.editLayers } : {}) },
           device: config.device,
+          worker: config.editWorker,
           ...(config.threads ? { threads: config.threads } : {}),
         });
         logger.info({ seq: edits.seq, layers: edits.layers, dataDir: config.dataDir }, 'knowledge edits ready');

@@ -55,19 +55,7 @@ export class EditComputer {
 
   /** Validates the request; throws EditError (nothing computed) when it cannot be an edit. */
   check(edit: PromptEdit): { targetIds: number[] } {
-    const s = this.settings;
-    if (edit.prompt.trim() === '') throw new EditError('invalid_edit', 'prompt must not be empty', 'prompt');
-    if (edit.target.trim() === '') throw new EditError('target_empty', 'target must not be empty', 'target');
-    if (edit.prompt.length > s.maxPromptChars) throw new EditError('too_long', `prompt is longer than ${s.maxPromptChars} characters`, 'prompt');
-    if (edit.target.length > s.maxTargetChars) throw new EditError('too_long', `target is longer than ${s.maxTargetChars} characters`, 'target');
-    const targetIds = this.tokenizer.encode(edit.target);
-    if (targetIds.length === 0) throw new EditError('target_empty', 'target tokenises to nothing', 'target');
-    if (targetIds.length > s.maxTargetTokens) throw new EditError('too_long', `target is ${targetIds.length} tokens; at most ${s.maxTargetTokens}`, 'target');
-    const subject = edit.subject;
-    if (subject !== undefined && (subject.trim() === '' || !edit.prompt.includes(subject))) {
-      throw new EditError('subject_not_found', `subject ${JSON.stringify(subject)} does not occur in the prompt`, 'subject');
-    }
-    return { targetIds };
+    return checkEdit(edit, this.tokenizer, this.settings);
   }
 
   async compute(edit: PromptEdit, state: EditState): Promise<ComputedEdit> {
@@ -194,4 +182,23 @@ function norm(x: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
   return Math.sqrt(s);
+}
+
+/**
+ * Validates a prompt edit; throws EditError (nothing computed) when it cannot be an edit. Needs only the
+ * tokenizer, so the serving thread checks a batch before a search worker computes any of it.
+ */
+export function checkEdit(edit: PromptEdit, tokenizer: TextTokenizer, s: EditSettings): { targetIds: number[] } {
+  if (edit.prompt.trim() === '') throw new EditError('invalid_edit', 'prompt must not be empty', 'prompt');
+  if (edit.target.trim() === '') throw new EditError('target_empty', 'target must not be empty', 'target');
+  if (edit.prompt.length > s.maxPromptChars) throw new EditError('too_long', `prompt is longer than ${s.maxPromptChars} characters`, 'prompt');
+  if (edit.target.length > s.maxTargetChars) throw new EditError('too_long', `target is longer than ${s.maxTargetChars} characters`, 'target');
+  const targetIds = tokenizer.encode(edit.target);
+  if (targetIds.length === 0) throw new EditError('target_empty', 'target tokenises to nothing', 'target');
+  if (targetIds.length > s.maxTargetTokens) throw new EditError('too_long', `target is ${targetIds.length} tokens; at most ${s.maxTargetTokens}`, 'target');
+  const subject = edit.subject;
+  if (subject !== undefined && (subject.trim() === '' || !edit.prompt.includes(subject))) {
+    throw new EditError('subject_not_found', `subject ${JSON.stringify(subject)} does not occur in the prompt`, 'subject');
+  }
+  return { targetIds };
 }

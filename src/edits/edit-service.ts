@@ -15,16 +15,13 @@ import { join } from 'node:path';
 import { decodeSafetensors } from '../adapters/safetensors.ts';
 import type { BaseVersions, ModelInfo, TextTokenizer } from '../runtime/index.ts';
 import type { Device } from '../runtime/session.ts';
-import { EditComputer, type ComputedEdit, type PromptEdit } from './compute.ts';
+import { checkEdit, type ComputedEdit, type PromptEdit } from './compute.ts';
 import type { EditMeta } from './edit-log.ts';
 import type { LayerEdit, LayerSpec } from './edit-state.ts';
 import { EditStore } from './edit-store.ts';
 import { EditError } from './errors.ts';
-import { InitializerTable } from '../runtime/versions/initializer-table.ts';
-import { Gpt2Upper } from './gpt2-upper.ts';
-import { llamaUpper } from './llama-upper.ts';
-import type { UpperStack } from './upper.ts';
-import { KeyProbe } from './probe.ts';
+import { LocalSearch, type EditSearch, type Inspected } from './local-search.ts';
+import { SearchHost } from './search-host.ts';
 import type { EditSettings } from './settings.ts';
 
 export const EDIT_STATS_FILE = 'edit_stats.safetensors';
@@ -38,6 +35,11 @@ export interface EditServiceOptions {
   settings: EditSettings;
   device: Device;
   threads?: number;
+  /**
+   * Where a prompt edit's key probe and value search run (`PATCHBAY_EDIT_WORKER`): `on` = a worker thread
+   * (search-host.ts; the serving thread keeps stepping meanwhile), `off` = this thread. Default `on`.
+   */
+  worker?: 'on' | 'off';
 }
 
 export interface EditAck {
@@ -63,15 +65,15 @@ export class EditService {
   private publishes = 0;
 
   /**
-   * The computer on the weights the other sources (a global patch) currently serve under the edits, keyed by
-   * their labels; rebuilt (a new probe session and upper stack) only when those change.
+   * The labels of the other sources (a global patch) the search's basis was built for; it is rebuilt (a new
+   * probe session and upper stack) only when those change. Starts as the pristine model ([]).
    */
-  private basis: { key: string; computer: EditComputer; probe?: KeyProbe } | undefined;
+  private basisKey = '[]';
 
   private constructor(
     private readonly store: EditStore,
-    private readonly computer: EditComputer | undefined,
-    private readonly probe: KeyProbe,
+    /** Key probe + value search, on this thread or a worker (local-search.ts, search-host.ts). */
+    readonly search: EditSearch,
     private readonly opts: EditServiceOptions,
     readonly layers: readonly string[],
     private readonly specs: readonly LayerSpec[],
@@ -105,9 +107,23 @@ export class EditService {
       }
       return { name, initializer: lw.initializer, dK: lw.dIn, dV: lw.dOut, w0: versions.pristine(lw.initializer), mom2: mom2.data };
     });
-    const probe = await KeyProbe.create(new Uint8Array(readFileSync(model.onnxPath)), layerNames, model, opts.device, opts.threads);
+    const searchOpts = { model, settings, device: opts.device, threads: opts.threads, layers: layerNames };
+    const search: EditSearch =
+      opts.worker === 'off'
+        ? await LocalSearch.create({ ...searchOpts, tokenizer: opts.tokenizer, pristine: (name) => versions.pristine(name) })
+        : await SearchHost.start(searchOpts);
+    try {
+      return await EditService.open(opts, search, specs, statsBytes);
+    } catch (error) {
+      await search.close();
+      throw error;
+    }
+  }
+
+  private static async open(opts: EditServiceOptions, search: EditSearch, specs: LayerSpec[], statsBytes: Uint8Array): Promise<EditService> {
+    const { settings } = opts;
     // The store's layers follow the probe's (graph) order, so every replay applies parts in the same order.
-    const ordered = probe.layers.map((p) => specs.find((s) => s.name === p.name)!);
+    const ordered = search.layers.map((p) => specs.find((s) => s.name === p.name)!);
     const fingerprint = createHash('sha256')
       .update(JSON.stringify({ layers: ordered.map((s) => s.name), lambda: settings.lambda, mu: settings.mu }))
       .update(statsBytes);
@@ -121,9 +137,7 @@ export class EditService {
       snapshotEvery: settings.snapshotEvery,
       keepSnapshots: settings.keepSnapshots,
     });
-    const upper = upperStack(model, (name) => versions.pristine(probe.initializerFor(name)), ordered);
-    const computer = upper ? new EditComputer(probe, upper, opts.tokenizer, settings, model.contextLength) : undefined;
-    const service = new EditService(store, computer, probe, opts, ordered.map((s) => s.name), ordered);
+    const service = new EditService(store, search, opts, ordered.map((s) => s.name), ordered);
     if (store.seq > 0) {
       service.generation++;
       await service.publishNow();
@@ -148,13 +162,12 @@ export class EditService {
 
   /** Prompt edits, applied in order; resolves once all are durable (then publishes in the background). */
   async commitPrompts(edits: readonly PromptEdit[], onEvent?: (e: EditEvent) => void): Promise<EditAck[]> {
-    const computer = this.computer;
-    if (!computer) {
+    if (!this.search.promptEdits) {
       throw new EditError('unsupported_model', `prompt edits need the value search, implemented for GPT-2 and Llama only (this model is ${this.opts.model.architecture}); send raw {layer, keys, values}`);
     }
     for (const [i, e] of edits.entries()) {
       try {
-        computer.check(e);
+        checkEdit(e, this.opts.tokenizer, this.opts.settings);
       } catch (err) {
         if (err instanceof EditError && edits.length > 1) throw new EditError(err.code, `edits[${i}]: ${err.message}`, `edits[${i}].${err.param ?? ''}`);
         throw err;
@@ -164,7 +177,8 @@ export class EditService {
       const out: EditAck[] = [];
       for (const e of edits) {
         const t0 = performance.now();
-        const computed = await (await this.computerOnServed(computer)).compute(e, this.store.current);
+        await this.onServedBasis();
+        const computed = await this.search.compute(e, this.store.current);
         const t1 = performance.now();
         const meta: EditMeta = { source: 'prompt', prompt: e.prompt, target: e.target, ...(e.subject !== undefined ? { subject: e.subject } : {}) };
         const ack: EditAck = { ...this.commit(computed.parts, meta, t1 - t0, t1), search: computed.search, positions: computed.positions };
@@ -209,7 +223,7 @@ export class EditService {
       seq: s.seq,
       count: s.count,
       layers: this.store.current.layers.map((l) => ({ name: l.name, initializer: l.initializer, d_k: l.dK, d_v: l.dV })),
-      settings: { lambda: this.opts.settings.lambda, mu: this.opts.settings.mu, value_search: this.opts.settings.valueSearch, prompt_edits: this.computer !== undefined },
+      settings: { lambda: this.opts.settings.lambda, mu: this.opts.settings.mu, value_search: this.opts.settings.valueSearch, prompt_edits: this.search.promptEdits, search_worker: this.opts.worker ?? 'on' },
       stats: {
         logged_edits: s.logged,
         rollbacks: s.rollbacks,
@@ -228,8 +242,7 @@ export class EditService {
     await this.queue.catch(() => undefined);
     await this.publishing;
     this.store.close();
-    await this.probe.release();
-    await this.basis?.probe?.release();
+    await this.search.close();
   }
 
   /**
@@ -238,40 +251,32 @@ export class EditService {
    * to any other weight are written into the probe's model bytes and read by the upper stack. V = kᵀW_t + δ/n
    * is unchanged: the recursion owns W_t, the patch's part of the served map stays the patch's.
    */
-  private async computerOnServed(pristine: EditComputer): Promise<EditComputer> {
-    const { versions, model, settings } = this.opts;
+  private async onServedBasis(): Promise<void> {
+    const { versions } = this.opts;
     const key = JSON.stringify(Object.entries(versions.current().labels).filter(([s]) => s !== 'edits'));
-    if (this.basis?.key === key) return this.basis.computer;
-    const others = versions.composedWithout('edits');
-    await this.basis?.probe?.release();
-    this.basis = undefined;
-    if (others.size === 0) {
-      this.basis = { key, computer: pristine };
-      return pristine;
-    }
+    if (this.basisKey === key) return;
     const edited = new Set(this.specs.map((s) => s.initializer));
     const offsets = new Map<string, Float32Array>();
     const baked = new Map<string, Float32Array>();
-    for (const [name, w] of others) {
+    for (const [name, w] of versions.composedWithout('edits')) {
       if (!edited.has(name)) baked.set(name, w);
       else {
         const w0 = versions.pristine(name);
         offsets.set(name, Float32Array.from(w, (x, i) => x - w0[i]!));
       }
     }
-    const raw = new Uint8Array(readFileSync(model.onnxPath));
-    const bytes = baked.size > 0 ? InitializerTable.of(raw).patched(baked) : raw;
-    const probe = await KeyProbe.create(bytes, this.layers, model, this.opts.device, this.opts.threads, { offsets });
-    const init = (name: string) => this.probe.initializerFor(name);
-    const upper = upperStack(model, (name) => baked.get(init(name)) ?? versions.pristine(init(name)), this.specs)!;
-    this.basis = { key, probe, computer: new EditComputer(probe, upper, this.opts.tokenizer, settings, model.contextLength) };
-    return this.basis.computer;
+    this.basisKey = '';
+    await this.search.rebase({ baked, offsets });
+    this.basisKey = key;
   }
 
   /** Keys and ∂L/∂δ of a prompt edit on the weights as served now (tests compare them with a patched model). */
-  async inspect(edit: PromptEdit): ReturnType<EditComputer['inspect']> {
-    if (!this.computer) throw new EditError('unsupported_model', 'prompt edits are not available for this model');
-    return this.serial(async () => (await this.computerOnServed(this.computer!)).inspect(edit, this.store.current));
+  async inspect(edit: PromptEdit): Promise<Inspected> {
+    if (!this.search.promptEdits) throw new EditError('unsupported_model', 'prompt edits are not available for this model');
+    return this.serial(async () => {
+      await this.onServedBasis();
+      return this.search.inspect(edit, this.store.current);
+    });
   }
 
   private commit(parts: readonly LayerEdit[], meta: EditMeta, computeMs: number, t1: number): EditAck {
@@ -328,19 +333,4 @@ export class EditService {
       if (this.waiters[i]!.gen <= gen) this.waiters.splice(i, 1)[0]!.resolve();
     }
   }
-}
-
-/** The model family's upper stack for the value search; undefined: raw edits only. */
-function upperStack(model: ModelInfo, read: (name: string) => Float32Array, ordered: readonly LayerSpec[]): UpperStack | undefined {
-  if (model.architecture === 'gpt2') return gpt2Upper(model, read, ordered);
-  if (model.architecture === 'llama') return llamaUpper(model, read, ordered.map((s) => s.name));
-  return undefined;
-}
-
-function gpt2Upper(model: ModelInfo, read: (name: string) => Float32Array, ordered: readonly LayerSpec[]): Gpt2Upper {
-  const top = Math.max(...ordered.map((s) => Number(/\.h\.(\d+)\./.exec(s.name)?.[1] ?? NaN)));
-  if (!Number.isFinite(top)) throw new EditError('unsupported_model', 'GPT-2 edit layers must be transformer.h.<i>.* modules', 'layer');
-  const numHeads = model.numKvHeads; // GPT-2 has no GQA: KV heads = heads
-  const dModel = model.numKvHeads * model.headDim;
-  return new Gpt2Upper(read, top + 1, model.numLayers, dModel, numHeads, model.vocabSize);
 }

@@ -10,7 +10,9 @@ export type EditErrorCode =
   | 'subject_not_found'
   | 'too_long'
   | 'unsupported_model'
-  | 'edits_unavailable';
+  | 'edits_unavailable'
+  /** The worker computing the edit's keys and values died (search-host.ts); nothing was applied. */
+  | 'search_failed';
 
 export class EditError extends Error {
   constructor(

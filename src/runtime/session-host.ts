@@ -17,18 +17,18 @@ import type { ModelSession, SessionOptions } from './session.ts';
 import type { ComposePart, ComposeSlot } from './versions/compose.ts';
 import { errorFromWire, fromWire, toWire, type Reply, type Request, type WireModel, type WireTensor } from './session-wire.ts';
 
-/** Runs as .ts under tsx (tests, `npm start`) and as .js from the production build. */
-const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const WORKER_URL = new URL(FROM_SOURCE ? './session-worker.ts' : './session-worker.js', import.meta.url);
 /**
- * Loader hooks registered on the main thread do not reach workers in Node 20, and `--import tsx` in a
- * worker's execArgv does not either (tried): from source, a tiny bootstrap registers tsx in the worker, then
- * imports the .ts worker.
+ * Starts the worker module `name` (without extension) next to `base` (the caller's import.meta.url): as .ts
+ * under tsx (tests, `npm start`), as .js from the production build. Loader hooks registered on the main
+ * thread do not reach workers in Node 20, and `--import tsx` in a worker's execArgv does not either (tried):
+ * from source, a tiny bootstrap registers tsx in the worker, then imports the .ts worker.
  */
-function startWorker(): Worker {
-  if (!FROM_SOURCE) return new Worker(WORKER_URL);
+export function startModuleWorker(base: string, name: string): Worker {
+  const fromSource = base.endsWith('.ts');
+  const url = new URL(`./${name}${fromSource ? '.ts' : '.js'}`, base);
+  if (!fromSource) return new Worker(url);
   const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-  return new Worker(`import(${api}).then(({ register }) => { register(); return import(${JSON.stringify(WORKER_URL.href)}); })`, { eval: true });
+  return new Worker(`import(${api}).then(({ register }) => { register(); return import(${JSON.stringify(url.href)}); })`, { eval: true });
 }
 
 type Pending = { resolve: (r: Extract<Reply, { ok: true }>) => void; reject: (e: Error) => void };
@@ -44,7 +44,7 @@ export class SessionHost {
   private dead: Error | undefined;
 
   constructor() {
-    this.worker = startWorker();
+    this.worker = startModuleWorker(import.meta.url, 'session-worker');
     this.worker.on('message', (reply: Reply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;

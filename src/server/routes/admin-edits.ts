@@ -41,6 +41,7 @@ const STATUS: Record<EditError['code'], number> = {
   unknown_seq: 404,
   log_mismatch: 500,
   edits_unavailable: 503,
+  search_failed: 500,
 };
 
 export function editHttpError(err: unknown): unknown {
