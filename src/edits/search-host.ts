@@ -35,8 +35,7 @@ export class SearchHost implements EditSearch {
   private closed = false;
   /** The last basis sent, replayed into a replacement worker. */
   private basis: { baked: [string, Float32Array][]; offsets: [string, Float32Array][] } = { baked: [], offsets: [] };
-  /** Workers started so far (1 + restarts after failures). */
-  starts = 0;
+  private started = 0;
 
   private constructor(
     private readonly init: SearchInit,
@@ -73,6 +72,16 @@ export class SearchHost implements EditSearch {
     return { keys: new Map(r.keys), grad: r.grad, u: r.u };
   }
 
+  /** Workers started so far (1 + replacements after failures). */
+  get starts(): number {
+    return this.started;
+  }
+
+  /** Requests posted to the worker and not answered yet. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
   /** Ends the worker as a crash would: requests in flight fail with search_failed, a replacement starts. */
   async terminate(): Promise<void> {
     await this.worker?.terminate();
@@ -85,7 +94,7 @@ export class SearchHost implements EditSearch {
   }
 
   private boot(): Promise<Ok> {
-    this.starts++;
+    this.started++;
     const worker = startModuleWorker(import.meta.url, 'search-worker');
     this.worker = worker;
     let ready = false;
