@@ -5,12 +5,14 @@
  *     the per-edit cost must not grow with history (goal: #10000 / #10 ≤ 1.2).
  *  2. A server in its own process: closed-loop completions (4 clients, greedy, 32 tokens) alone, then with an
  *     NDJSON stream of prompt edits running, then alone again: tokens/s, the slowdown, edits/s sustained and
- *     ack → visible latency (coalesced publishes).
+ *     ack → visible latency (coalesced publishes) — once per PATCHBAY_EDIT_WORKER value (`--modes on,off`:
+ *     the key probe and value search on a worker thread vs the serving thread), `--trials` interleaved,
+ *     on `--model` (default tiny-gpt2; the f32 SmolLM2 import works once its edit_stats are present).
  *  3. Publishing: a full version build (what BaseVersions does) vs keeping the edited layers as fed graph
  *     inputs (no build at all, but every step pays for un-prepacked weights): decode step time of both.
  * Figures depend on the machine (2 shared cores here, other jobs running); ratios are measured side by side.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,14 +22,23 @@ import { BatchKv } from '../src/runtime/batch-kv.ts';
 import { Engine } from '../src/runtime/engine.ts';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { createSession } from '../src/runtime/session.ts';
-import { editStream as factStream, loadFacts } from './lib/edit-facts.ts';
-import { streamEdits } from './lib/ndjson-stream.ts';
+import { serveDuringStream, type ServeDuringStream } from './lib/edit-serve.ts';
 import { startServer } from './lib/server-process.ts';
 import { median } from './lib/stats.ts';
 import { weightFeeds, weightsAsInputs } from './lib/weights-as-inputs.ts';
 import { editLayerSpecs } from './lib/edit-specs.ts';
 
-const { values: args } = parseArgs({ options: { stream: { type: 'string', default: '10000' }, seconds: { type: 'string', default: '20' }, skip: { type: 'string', default: '' } } });
+const { values: args } = parseArgs({
+  options: {
+    stream: { type: 'string', default: '10000' },
+    seconds: { type: 'string', default: '20' },
+    skip: { type: 'string', default: '' },
+    // Part 2: the served model, PATCHBAY_EDIT_WORKER values compared, and trials per value (interleaved).
+    model: { type: 'string', default: 'models/tiny-gpt2' },
+    modes: { type: 'string', default: 'on,off' },
+    trials: { type: 'string', default: '1' },
+  },
+});
 const skip = new Set(args.skip!.split(','));
 const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
 const bytes = new Uint8Array(readFileSync('models/tiny-gpt2/onnx/model.onnx'));
@@ -65,49 +76,46 @@ if (!skip.has('stream')) {
   rmSync(dir, { recursive: true, force: true });
 }
 
-// 2. Serving while an edit stream runs.
+// 2. Serving while an edit stream runs: the search on a worker thread vs on the serving thread, same stream.
 if (!skip.has('serve')) {
-  const data = mkdtempSync(join(tmpdir(), 'bench-edits-serve-'));
-  const server = await startServer({ PATCHBAY_ADMIN_TOKEN: 'bench', PATCHBAY_DATA_DIR: data, PATCHBAY_THREADS: '1' });
-  const seconds = Number(args.seconds);
-  const load = async (ms: number) => {
-    let tokens = 0;
-    const end = performance.now() + ms;
-    await Promise.all(
-      Array.from({ length: 4 }, async (_, c) => {
-        while (performance.now() < end) {
-          const res = await fetch(`${server.url}/v1/completions`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ model: 'tiny-gpt2', prompt: `ROMEO.\nWhat say you, ${c}?`, max_tokens: 32, temperature: 0, ignore_eos: true }),
-          });
-          const body = (await res.json()) as { usage: { completion_tokens: number } };
-          tokens += body.usage.completion_tokens;
-        }
-      }),
-    );
-    return tokens / (ms / 1000);
-  };
-  const editStream = async (ms: number) => {
-    // The counterfactual stream of eval:edits (prompt, target, subject), as NDJSON lines.
-    const lines = factStream(loadFacts(), 1000).edits.map((e) => JSON.stringify({ prompt: e.prompt, target: e.target, subject: e.subject }));
-    const r = await streamEdits(server.url, 'bench', lines, ms);
-    const out = r.events;
-    const acks = out.filter((o) => o['status'] === 'durable');
-    const visible = out.filter((o) => o['visible'] !== undefined).map((o) => (o['visible'] as { ms: number }).ms);
-    return { edits: acks.length, perSecond: acks.length / (r.ms / 1000), ackMs: acks.map((a) => a['ack_ms'] as number), visible, sent: r.sent, errors: out.filter((o) => o['error'] !== undefined).length };
-  };
-  const alone1 = await load(seconds * 1000);
-  const [during, edits] = await Promise.all([load(seconds * 1000), editStream(seconds * 1000)]);
-  const alone2 = await load(seconds * 1000);
-  const alone = (alone1 + alone2) / 2;
-  const status = (await (await fetch(`${server.url}/admin/edits`, { headers: { authorization: 'Bearer bench' } })).json()) as { stats: { publishes: number; last_publish: { buildMs: number } | null } };
-  console.log('2. serving (4 closed-loop clients, greedy, 32 tokens each) with and without an NDJSON edit stream');
-  console.log(`   alone ${alone1.toFixed(1)} and ${alone2.toFixed(1)} tokens/s; during the stream ${during.toFixed(1)} tokens/s (${((1 - during / alone) * 100).toFixed(0)} % slower)`);
-  console.log(`   edits: ${edits.sent} lines sent, ${edits.edits} acknowledged durable, ${edits.errors} errors = ${edits.perSecond.toFixed(2)} edits/s; ack (compute + fsync) median ${median(edits.ackMs).toFixed(0)} ms (${range(edits.ackMs)})`);
-  console.log(`   publishes: ${status.stats.publishes} versions for ${edits.edits} edits (coalesced); ack → visible median ${median(edits.visible).toFixed(0)} ms (${range(edits.visible)}); last version build ${status.stats.last_publish?.buildMs.toFixed(0) ?? "–"} ms\n`);
-  await server.stop();
-  rmSync(data, { recursive: true, force: true });
+  const modes = args.modes!.split(',') as ('on' | 'off')[];
+  const results = new Map<string, ServeDuringStream[]>();
+  // One data directory made by the first server (its C₀ inversion takes a while on SmolLM2), copied fresh
+  // for every trial, so each starts from seq 0 without paying for it again.
+  const template = mkdtempSync(join(tmpdir(), 'bench-edits-template-'));
+  let prepared = false;
+  for (let trial = 0; trial < Number(args.trials); trial++) {
+    // Interleaved, order alternating per trial: neither mode always runs on the fresher machine.
+    for (const mode of trial % 2 === 0 ? modes : [...modes].reverse()) {
+      const data = mkdtempSync(join(tmpdir(), 'bench-edits-serve-'));
+      if (prepared) cpSync(template, data, { recursive: true });
+      const env = { PATCHBAY_ADMIN_TOKEN: 'bench', PATCHBAY_DATA_DIR: data, PATCHBAY_THREADS: '1', PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_EDIT_WORKER: mode };
+      const server = await startServer(env, undefined, 900_000);
+      if (!prepared) {
+        cpSync(data, template, { recursive: true });
+        prepared = true;
+      }
+      try {
+        const r = await serveDuringStream(server.url, 'bench', Number(args.seconds));
+        (results.get(mode) ?? results.set(mode, []).get(mode)!).push(r);
+        console.log(`   trial ${trial + 1}, search worker ${mode}: alone ${r.alone.map((x) => x.toFixed(1)).join(' / ')}, during ${r.during.toFixed(1)} tokens/s; ${r.acked} acks of ${r.sent} sent; load ${r.load.map((x) => x.toFixed(1)).join('→')}`);
+      } finally {
+        await server.stop();
+        rmSync(data, { recursive: true, force: true });
+      }
+    }
+  }
+  rmSync(template, { recursive: true, force: true });
+  console.log(`2. serving on ${args.model} (4 closed-loop clients, greedy, 32 tokens each, PATCHBAY_THREADS=1) alone and during an NDJSON prompt-edit stream (${args.seconds} s windows), search worker ${modes.join(' vs ')}`);
+  const med = (xs: number[]) => (xs.length ? median(xs) : NaN);
+  for (const [mode, rs] of results) {
+    const ratios = rs.map((r) => r.during / ((r.alone[0] + r.alone[1]) / 2));
+    const all = (f: (r: ServeDuringStream) => number[]) => rs.flatMap(f);
+    const acked = rs.reduce((a, r) => a + r.acked, 0);
+    console.log(`   PATCHBAY_EDIT_WORKER=${mode}: during/alone ${med(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}); alone ${med(all((r) => r.alone)).toFixed(1)}, during ${med(rs.map((r) => r.during)).toFixed(1)} tokens/s; load ${range(all((r) => r.load))}`);
+    console.log(`     edits: ${acked} acked of ${rs.reduce((a, r) => a + r.sent, 0)} sent, ${rs.reduce((a, r) => a + r.errors, 0)} errors; ${med(rs.map((r) => r.editsPerSecond)).toFixed(3)} edits/s; ack median ${med(all((r) => r.ackMs)).toFixed(0)} ms (compute ${med(all((r) => r.computeMs)).toFixed(0)} ms, log + fsync + RLS step on the serving thread ${med(all((r) => r.durableMs)).toFixed(1)} ms); ack → visible median ${med(all((r) => r.visibleMs)).toFixed(0)} ms${acked ? ` (${range(all((r) => r.visibleMs))})` : ''}`);
+  }
+  console.log('');
 }
 
 // 3. Publishing: edited layers fed as inputs vs constants (a rebuilt version).
