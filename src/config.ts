@@ -89,6 +89,8 @@ const ConfigSchema = z.object({
   plainSession: z.enum(['auto', 'on', 'off']).default('auto'),
   /** Extra sessions on the delta graph reduced to a batch's adapter layers (see RuntimeOptions.branchSessions). */
   branchSessions: z.union([z.literal('auto'), int(0, 16)]).default('auto'),
+  /** Build the reduced-branch session of the adapters found at start before serving (see AdapterServingOptions.branchesAhead). */
+  branchSessionsAhead: z.enum(['on', 'off']).default('on'),
   /** Where base versions' sessions live (see RuntimeOptions.sessionWorkers). */
   sessionWorkers: z.enum(['off', 'versions', 'all']).default('versions'),
   /** MatMulNBits compute precision of a quantized model (0 = float32, 4 = int8 activations, auto = 0 on 4-bit and 4 on 8-bit nodes); unset = as stored. */
@@ -144,6 +146,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   deltaTargets: { env: 'PATCHBAY_DELTA_TARGETS', flag: 'delta-targets' },
   plainSession: { env: 'PATCHBAY_PLAIN_SESSION', flag: 'plain-session' },
   branchSessions: { env: 'PATCHBAY_BRANCH_SESSIONS', flag: 'branch-sessions' },
+  branchSessionsAhead: { env: 'PATCHBAY_BRANCH_SESSIONS_AHEAD', flag: 'branch-sessions-ahead' },
   sessionWorkers: { env: 'PATCHBAY_SESSION_WORKERS', flag: 'session-workers' },
   nbitsAccuracy: { env: 'PATCHBAY_NBITS_ACCURACY', flag: 'nbits-accuracy' },
   kvBlock: { env: 'PATCHBAY_KV_BLOCK', flag: 'kv-block' },

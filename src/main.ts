@@ -151,6 +151,7 @@ loading
       dataDir: config.dataDir,
       baseOnnxPath: model.onnxPath,
       cacheBytes: config.cacheBytes,
+      branchesAhead: config.branchSessionsAhead === 'on',
       metrics,
       logger,
     });

@@ -36,10 +36,10 @@ export async function loadAdapter(dir: string, target: AttachTarget, id = basena
   }
 }
 
-/** Header-only validation of the adapter in `dir` against `target` (see AdapterKind.check). */
-export async function checkAdapter(dir: string, target: AttachTarget, id = basename(dir)): Promise<void> {
+/** Header-only validation of the adapter in `dir` against `target` (see AdapterKind.check): the layers it targets. */
+export async function checkAdapter(dir: string, target: AttachTarget, id = basename(dir)): Promise<string[]> {
   const src = await adapterSource(id, dir, 'check');
-  await kindOf(src).check(src, target);
+  return kindOf(src).check(src, target);
 }
 
 export type { AdapterKind, LoadedAdapter } from './kind.ts';

@@ -30,9 +30,10 @@ export interface AdapterKind {
   /**
    * The same validation as `load` up to (not including) reading tensor bytes: config, base model name,
    * module names and shapes from the safetensors header. Throws what `load` would; cheap enough to run on
-   * every adapter directory at startup, so only adapters that fit the served base are listed.
+   * every adapter directory at startup, so only adapters that fit the served base are listed. Resolves to
+   * the graph layers the adapter targets (what `load`'s binding will carry factors for).
    */
-  check(src: AdapterSource, target: AttachTarget): Promise<void>;
+  check(src: AdapterSource, target: AttachTarget): Promise<string[]>;
 }
 
 /** Bytes held by a binding's factors (what the registry's LRU counts) and its largest per-layer rank. */

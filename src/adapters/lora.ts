@@ -42,8 +42,9 @@ export const loraKind: AdapterKind = {
   },
   load: loadLora,
   async check(src, target) {
-    const { file } = await planLora(src, target);
+    const { file, plan } = await planLora(src, target);
     await file.close();
+    return plan.map((p) => p.module);
   },
 };
 

@@ -26,8 +26,9 @@ export const s2ftKind: AdapterKind = {
   },
   load: loadS2ft,
   async check(src, target) {
-    const { file } = await planS2ft(src, target);
+    const { file, modules } = await planS2ft(src, target);
     await file.close();
+    return modules;
   },
 };
 

@@ -12,6 +12,10 @@
  * weights, and ORT builds a session synchronously (the event loop stalls for the build, once per layer set:
  * ~0.1 s for the tiny models, 1–5 s for SmolLM2 q4). A failed build is reported once and the full graph
  * keeps serving that set.
+ *
+ * `prepare` builds one ahead of any step, for layers known before their first request (the adapters a
+ * server finds at start): that request then neither runs its first steps on the full graph nor waits for the
+ * build in the middle of its tokens (measured with bench/lora-served.ts).
  */
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import type { DeltaLayer } from './delta-feeds.ts';
@@ -85,9 +89,27 @@ export class BranchSessions {
     const n = (this.steps.get(usage.key) ?? 0) + 1;
     this.steps.set(usage.key, n);
     if (n >= this.opts.buildAfterSteps && !this.building) {
-      this.building = this.buildFor(usage).finally(() => (this.building = undefined));
+      this.building = this.buildFor(usage.used, usage.key, true).finally(() => (this.building = undefined));
     }
     return undefined;
+  }
+
+  /**
+   * Builds a reduced session for `keep` now (after any build in flight), unless one already covers it or
+   * the bound is reached. Resolves to whether some reduced session covers `keep` afterwards.
+   */
+  async prepare(keep: ReadonlySet<string>): Promise<boolean> {
+    await this.settled();
+    const covered = () => this.reduced.some((r) => [...keep].every((l) => r.keep.has(l)));
+    if (this.opts.max <= 0 || this.closed || keep.size === 0) return false;
+    if (covered()) return true;
+    const used = new Set(this.opts.layers.filter((l) => keep.has(l.name)).map((l) => l.name));
+    if (used.size !== keep.size) throw new Error(`prepare: ${[...keep].find((l) => !used.has(l))} is not a delta layer of this graph`);
+    const key = [...used].join('\n');
+    if (this.reduced.length >= this.opts.max || this.failed.has(key)) return false;
+    this.building = this.buildFor(used, key, false).finally(() => (this.building = undefined));
+    await this.building;
+    return covered();
   }
 
   /** Resolves once no build is in flight (tests and benches wait on it instead of sleeping). */
@@ -103,17 +125,17 @@ export class BranchSessions {
     for (const r of all) await r.session.release();
   }
 
-  private async buildFor(usage: Usage): Promise<void> {
-    // Let the step that asked finish first: ORT builds synchronously and would delay its tokens.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  /** `afterStep`: a step asked for it; let that step finish first (ORT builds synchronously and would delay its tokens). */
+  private async buildFor(used: ReadonlySet<string>, key: string, afterStep: boolean): Promise<void> {
+    if (afterStep) await new Promise<void>((resolve) => setImmediate(resolve));
     try {
-      const session = await this.opts.build(usage.used);
+      const session = await this.opts.build(used);
       if (this.closed) return void (await session.release());
-      const inputs = this.opts.layers.filter((l) => usage.used.has(l.name)).flatMap((l) => [l.aInput, l.bInput]);
-      this.reduced.push({ keep: usage.used, session, inputs });
+      const inputs = this.opts.layers.filter((l) => used.has(l.name)).flatMap((l) => [l.aInput, l.bInput]);
+      this.reduced.push({ keep: used, session, inputs });
     } catch (error) {
-      this.failed.add(usage.key);
-      this.opts.onBuildError?.(error, usage.used);
+      this.failed.add(key);
+      this.opts.onBuildError?.(error, used);
     }
   }
 

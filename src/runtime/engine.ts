@@ -152,6 +152,14 @@ export class Engine {
     };
   }
 
+  /**
+   * Builds the session reduced to `layers` ahead of the steps that will need it (BranchSessions.prepare):
+   * whether one now covers them (false without branch sessions, or when their bound is reached).
+   */
+  prepareBranches(layers: ReadonlySet<string>): Promise<boolean> {
+    return this.reduced?.prepare(layers) ?? Promise.resolve(false);
+  }
+
   /** Resolves once no reduced-branch session is being built (branch-sessions.ts). */
   branchSessionsSettled(): Promise<void> {
     return this.reduced?.settled() ?? Promise.resolve();

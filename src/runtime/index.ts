@@ -90,6 +90,11 @@ export interface Runtime {
   readonly rewrite: DeltaRewrite | undefined;
   /** Global weight changes (patches, edits): see versions/base-versions.ts. */
   readonly versions: BaseVersions;
+  /**
+   * Builds the current base version's session reduced to `layers` now rather than after their first steps
+   * (Engine.prepareBranches; adapters known at start). Whether one covers them afterwards.
+   */
+  prepareBranches(layers: ReadonlySet<string>): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -207,6 +212,7 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
     // Its bytes are the served table's (the original copy is dropped once version 0 is built).
     rewrite: rewrite && { ...rewrite, bytes: servedTable.bytes },
     versions,
+    prepareBranches: (layers) => versions.current().engine.prepareBranches(layers),
     async close() {
       if (closed) return;
       closed = true;

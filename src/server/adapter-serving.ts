@@ -22,6 +22,7 @@ import type { DeltaRewrite } from '../runtime/graph/delta-branches.ts';
 import { DEFAULT_DELTA_SELECTION, type DeltaSelection } from '../runtime/graph/selection.ts';
 import { traceEvict, traceGenerate, traceHit, traceLoad, traceMerge } from '../telemetry/adapter-spans.ts';
 import { createAdapterResolver } from './adapter-resolver.ts';
+import { prepareAdapterBranches } from './branches-ahead.ts';
 import type { ServingRuntime } from './contract.ts';
 import type { ServerMetrics } from './metrics.ts';
 import type { Serving } from './state.ts';
@@ -43,6 +44,11 @@ export interface AdapterServingOptions {
   /** The base's ONNX file: its token-embedding table embeds generators' string conditions (read on first use). */
   baseOnnxPath?: string;
   cacheBytes: number;
+  /**
+   * Build the reduced-branch session of the adapters found at start before serving (branches-ahead.ts;
+   * PATCHBAY_BRANCH_SESSIONS_AHEAD, default on in main.ts). Off or absent: built after their first steps.
+   */
+  branchesAhead?: boolean;
   metrics: ServerMetrics;
   logger: Logger;
   /** Unix seconds for the base model card. */
@@ -123,6 +129,7 @@ export async function createAdapterServing(opts: AdapterServingOptions): Promise
   }
   const foundGenerators = await generators.scan();
   for (const { id, reason } of generators.unfitGenerators()) log.warn({ generator: id, reason }, 'generator directory does not fit this base model; not offered');
+  if (opts.branchesAhead && target) await prepareAdapterBranches(registry, target, opts.runtime, log);
   opts.metrics.adapters.watch(() => registry.stats());
   log.info({ adapterDir: opts.adapterDir, adapters: found.length, generators: foundGenerators.length, deltaTargets: target?.selection ?? 'none' }, 'adapter registry ready');
   const patches = opts.runtime.versions

@@ -41,4 +41,6 @@ export interface ServingRuntime {
   readonly scheduler: ServedScheduler;
   /** Global weight changes (robustness patches); absent in runtimes that cannot change their weights. */
   readonly versions?: BaseVersions;
+  /** Builds the reduced-branch session for adapter layers known ahead (Runtime.prepareBranches); optional. */
+  prepareBranches?(layers: ReadonlySet<string>): Promise<boolean>;
 }

@@ -99,3 +99,33 @@ test('a reduced session that cannot be built is reported once and the full delta
     await engine.release();
   }
 });
+
+test('prepare builds a reduced session ahead: the first step runs on it; covered sets, the bound and unknown layers', async () => {
+  const info = await readModelInfo('models/tiny-gpt2');
+  const rewrite = addDeltaBranches(new Uint8Array(await readFile(info.onnxPath)), 'all-linear');
+  const built: number[] = [];
+  const engine = new Engine({
+    session: await createSession(rewrite.bytes, { device: 'cpu', threads: 1 }),
+    deltaLayers: rewrite.layers,
+    branchSessions: {
+      max: 1,
+      buildAfterSteps: BRANCH_SESSION_AFTER_STEPS,
+      build: (keep) => (built.push(keep.size), createSession(keepDeltaBranches(rewrite.bytes, rewrite.layers, keep), { device: 'cpu', threads: 1 })),
+    },
+    shape: info,
+    vocabSize: info.vocabSize,
+    baseVersion: 1,
+  });
+  try {
+    const layers = new Set(comedy.layers.keys());
+    assert.equal(await engine.prepareBranches(layers), true);
+    assert.equal(await engine.prepareBranches(new Set([...layers].slice(0, 2))), true, 'a subset is covered');
+    assert.deepEqual(built, [4], 'one build, for the 4 layers');
+    assert.equal(await engine.prepareBranches(new Set(tragedy.layers.keys())), false, 'bound reached');
+    await assert.rejects(engine.prepareBranches(new Set(['transformer.h.9.attn.c_attn'])), /not a delta layer/);
+    const out = await engine.forward(BatchKv.empty(info, 1), [[5, 6, 7]], deltaTensors(rewrite.layers, [comedy]));
+    assert.equal(out.graph, 'delta-used');
+  } finally {
+    await engine.release();
+  }
+});

@@ -36,6 +36,8 @@ export interface AdapterServerOptions {
   /** PATCHBAY_DATA_DIR for named merge recipes; unset = in memory only. */
   dataDir?: string;
   failureTtlMs?: number;
+  /** Build the adapters' reduced-branch session before serving (AdapterServingOptions.branchesAhead). */
+  branchesAhead?: boolean;
 }
 
 export async function startAdapterServer(opts: AdapterServerOptions): Promise<AdapterServer> {
@@ -51,6 +53,7 @@ export async function startAdapterServer(opts: AdapterServerOptions): Promise<Ad
     maxQueue: 64,
     threads: 1,
     ...(opts.deltaTargets ? { deltaSelection: opts.deltaTargets } : {}),
+    onStep: (step) => metrics.recordStep(step),
   });
   const serving = await createAdapterServing({
     runtime,
@@ -62,6 +65,7 @@ export async function startAdapterServer(opts: AdapterServerOptions): Promise<Ad
     ...(opts.failureTtlMs !== undefined ? { failureTtlMs: opts.failureTtlMs } : {}),
     baseOnnxPath: runtime.model.onnxPath,
     cacheBytes: opts.cacheBytes ?? 64 << 20,
+    ...(opts.branchesAhead ? { branchesAhead: true } : {}),
     metrics,
     logger,
     created: 1,
