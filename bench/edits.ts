@@ -12,7 +12,7 @@
  *     inputs (no build at all, but every step pays for un-prepacked weights): decode step time of both.
  * Figures depend on the machine (2 shared cores here, other jobs running); ratios are measured side by side.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -35,8 +35,11 @@ const { values: args } = parseArgs({
     skip: { type: 'string', default: '' },
     // Part 2: the served model, PATCHBAY_EDIT_WORKER values compared, and trials per value (interleaved).
     model: { type: 'string', default: 'models/tiny-gpt2' },
-    modes: { type: 'string', default: 'on,off' },
+    modes: { type: 'string', default: 'on,off' }, // on, off, or on:<nice> (PATCHBAY_EDIT_WORKER_NICE)
     trials: { type: 'string', default: '1' },
+    // A data directory to start every server from (copied): made by the first server if empty, kept. Lets a
+    // slow C₀ inversion (SmolLM2) happen once, outside the timed run.
+    template: { type: 'string' },
   },
 });
 const skip = new Set(args.skip!.split(','));
@@ -78,18 +81,21 @@ if (!skip.has('stream')) {
 
 // 2. Serving while an edit stream runs: the search on a worker thread vs on the serving thread, same stream.
 if (!skip.has('serve')) {
-  const modes = args.modes!.split(',') as ('on' | 'off')[];
+  const modes = args.modes!.split(',');
   const results = new Map<string, ServeDuringStream[]>();
   // One data directory made by the first server (its C₀ inversion takes a while on SmolLM2), copied fresh
   // for every trial, so each starts from seq 0 without paying for it again.
-  const template = mkdtempSync(join(tmpdir(), 'bench-edits-template-'));
-  let prepared = false;
+  const template = args.template ?? mkdtempSync(join(tmpdir(), 'bench-edits-template-'));
+  mkdirSync(template, { recursive: true });
+  let prepared = readdirSync(template).length > 0;
   for (let trial = 0; trial < Number(args.trials); trial++) {
     // Interleaved, order alternating per trial: neither mode always runs on the fresher machine.
     for (const mode of trial % 2 === 0 ? modes : [...modes].reverse()) {
       const data = mkdtempSync(join(tmpdir(), 'bench-edits-serve-'));
       if (prepared) cpSync(template, data, { recursive: true });
-      const env = { PATCHBAY_ADMIN_TOKEN: 'bench', PATCHBAY_DATA_DIR: data, PATCHBAY_THREADS: '1', PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_EDIT_WORKER: mode };
+      // `on:10` = the worker at PATCHBAY_EDIT_WORKER_NICE=10.
+      const [worker, nice] = mode.split(':');
+      const env = { PATCHBAY_ADMIN_TOKEN: 'bench', PATCHBAY_DATA_DIR: data, PATCHBAY_THREADS: '1', PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_EDIT_WORKER: worker!, PATCHBAY_EDIT_WORKER_NICE: nice ?? '0' };
       const server = await startServer(env, undefined, 900_000);
       if (!prepared) {
         cpSync(data, template, { recursive: true });
@@ -105,14 +111,14 @@ if (!skip.has('serve')) {
       }
     }
   }
-  rmSync(template, { recursive: true, force: true });
+  if (!args.template) rmSync(template, { recursive: true, force: true });
   console.log(`2. serving on ${args.model} (4 closed-loop clients, greedy, 32 tokens each, PATCHBAY_THREADS=1) alone and during an NDJSON prompt-edit stream (${args.seconds} s windows), search worker ${modes.join(' vs ')}`);
   const med = (xs: number[]) => (xs.length ? median(xs) : NaN);
   for (const [mode, rs] of results) {
     const ratios = rs.map((r) => r.during / ((r.alone[0] + r.alone[1]) / 2));
     const all = (f: (r: ServeDuringStream) => number[]) => rs.flatMap(f);
     const acked = rs.reduce((a, r) => a + r.acked, 0);
-    console.log(`   PATCHBAY_EDIT_WORKER=${mode}: during/alone ${med(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}); alone ${med(all((r) => r.alone)).toFixed(1)}, during ${med(rs.map((r) => r.during)).toFixed(1)} tokens/s; load ${range(all((r) => r.load))}`);
+    console.log(`   PATCHBAY_EDIT_WORKER=${mode.replace(':', ', _NICE=')}: during/alone ${med(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}); alone ${med(all((r) => r.alone)).toFixed(1)}, during ${med(rs.map((r) => r.during)).toFixed(1)} tokens/s; load ${range(all((r) => r.load))}`);
     console.log(`     edits: ${acked} acked of ${rs.reduce((a, r) => a + r.sent, 0)} sent, ${rs.reduce((a, r) => a + r.errors, 0)} errors; ${med(rs.map((r) => r.editsPerSecond)).toFixed(3)} edits/s; ack median ${med(all((r) => r.ackMs)).toFixed(0)} ms (compute ${med(all((r) => r.computeMs)).toFixed(0)} ms, log + fsync + RLS step on the serving thread ${med(all((r) => r.durableMs)).toFixed(1)} ms); ack → visible median ${med(all((r) => r.visibleMs)).toFixed(0)} ms${acked ? ` (${range(all((r) => r.visibleMs))})` : ''}`);
   }
   console.log('');

@@ -125,6 +125,8 @@ const ConfigSchema = z.object({
   editKeys: z.enum(['subject', 'subject+targets']).default('subject+targets'),
   /** Where a prompt edit's key probe and value search run: a worker thread (`on`) or the serving thread (`off`). */
   editWorker: z.enum(['on', 'off']).default('on'),
+  /** Niceness of that worker thread (0 = as the server; up to 19 = yields the CPU to serving under contention). */
+  editWorkerNice: z.coerce.number().int().min(0).max(19).default(0),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -168,6 +170,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   editMu: { env: 'PATCHBAY_EDIT_MU', flag: 'edit-mu' },
   editKeys: { env: 'PATCHBAY_EDIT_KEYS', flag: 'edit-keys' },
   editWorker: { env: 'PATCHBAY_EDIT_WORKER', flag: 'edit-worker' },
+  editWorkerNice: { env: 'PATCHBAY_EDIT_WORKER_NICE', flag: 'edit-worker-nice' },
 };
 
 /** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */

@@ -182,6 +182,7 @@ loading
           settings: { ...DEFAULT_EDIT_SETTINGS, lambda: config.editLambda, mu: config.editMu, keys: config.editKeys, ...(config.editLayers ? { layers: config.editLayers } : {}) },
           device: config.device,
           worker: config.editWorker,
+          workerNice: config.editWorkerNice,
           ...(config.threads ? { threads: config.threads } : {}),
         });
         logger.info({ seq: edits.seq, layers: edits.layers, dataDir: config.dataDir }, 'knowledge edits ready');

@@ -25,10 +25,14 @@ export interface ServeDuringStream {
   load: [number, number];
 }
 
-/** `clients` closed-loop completion clients (greedy, `maxTokens` each, ignore_eos) for `ms`; tokens/s. */
+/**
+ * `clients` closed-loop completion clients (greedy, `maxTokens` each, ignore_eos) starting requests for `ms`;
+ * tokens/s over the time until the last one answered (a server that stalls past the window is charged for it).
+ */
 async function completions(url: string, model: string, ms: number, clients: number, maxTokens: number): Promise<number> {
   let tokens = 0;
-  const end = performance.now() + ms;
+  const start = performance.now();
+  const end = start + ms;
   await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
       while (performance.now() < end) {
@@ -42,7 +46,7 @@ async function completions(url: string, model: string, ms: number, clients: numb
       }
     }),
   );
-  return tokens / (ms / 1000);
+  return tokens / ((performance.now() - start) / 1000);
 }
 
 export async function serveDuringStream(url: string, token: string, seconds: number, clients = 4, maxTokens = 32): Promise<ServeDuringStream> {

@@ -40,6 +40,8 @@ export interface EditServiceOptions {
    * (search-host.ts; the serving thread keeps stepping meanwhile), `off` = this thread. Default `on`.
    */
   worker?: 'on' | 'off';
+  /** The search worker thread's niceness (`PATCHBAY_EDIT_WORKER_NICE`, 0–19; search-wire.ts SearchInit). */
+  workerNice?: number;
 }
 
 export interface EditAck {
@@ -111,7 +113,7 @@ export class EditService {
     const search: EditSearch =
       opts.worker === 'off'
         ? await LocalSearch.create({ ...searchOpts, tokenizer: opts.tokenizer, pristine: (name) => versions.pristine(name) })
-        : await SearchHost.start(searchOpts);
+        : await SearchHost.start({ ...searchOpts, nice: opts.workerNice });
     try {
       return await EditService.open(opts, search, specs, statsBytes);
     } catch (error) {

@@ -18,6 +18,11 @@ export interface SearchInit {
   device: Device;
   threads?: number | undefined;
   layers: readonly string[];
+  /**
+   * Niceness of the worker thread (0–19; Linux nice is per thread, so only this thread is lowered, and ORT
+   * threads its probe session starts inherit it): under CPU contention the serving thread goes first.
+   */
+  nice?: number | undefined;
 }
 
 /**

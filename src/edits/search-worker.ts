@@ -5,6 +5,7 @@
  * the batch and answers HTTP never waits for them. Same code as on the serving thread (LocalSearch,
  * EditComputer), so the numbers are the same bits.
  */
+import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import { HfTokenizer } from '../runtime/tokenizer.ts';
 import { EditState } from './edit-state.ts';
@@ -29,6 +30,8 @@ function ready(): LocalSearch {
 async function handle(req: SearchRequest): Promise<{ reply: SearchReply; transfer: ArrayBuffer[] }> {
   switch (req.op) {
     case 'init': {
+      // Before the probe session exists, so ORT's pool threads (created by this thread) inherit it.
+      if (req.init.nice) setPriority(req.init.nice);
       const tokenizer = await HfTokenizer.load(req.init.model.dir);
       search = await LocalSearch.create({ ...req.init, tokenizer });
       return { reply: { id: req.id, ok: true, layers: [...search.layers], promptEdits: search.promptEdits }, transfer: [] };

@@ -1,6 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EditService } from '../../src/edits/edit-service.ts';
@@ -93,5 +93,24 @@ test('a worker that dies mid-edit fails that edit, changes nothing, and a new wo
   const hash = edits.stateHash;
   await assert.rejects(edits.submit([{ prompt: 'a '.repeat(400).trim(), target: ' b' }]), (e: unknown) => e instanceof EditError && e.code === 'too_long' && e.param === 'prompt');
   assert.equal(edits.stateHash, hash);
+  await edits.close();
+});
+
+/** Niceness per thread of this process (Linux: field 19 of /proc/self/task/<tid>/stat), main thread first. */
+function threadNice(): number[] {
+  const field = (path: string) => Number(readFileSync(path, 'utf8').split(') ')[1]!.split(' ')[16]);
+  return [field('/proc/self/stat'), ...readdirSync('/proc/self/task').filter((t) => t !== String(process.pid)).map((t) => field(`/proc/self/task/${t}/stat`))];
+}
+
+test('PATCHBAY_EDIT_WORKER_NICE lowers the search worker thread only', { skip: process.platform !== 'linux' || threadNice()[0]! >= 13 }, async () => {
+  const before = threadNice();
+  const runtime = await runtimeFor('models/tiny-gpt2');
+  const edits = await EditService.create({
+    model: runtime.model, tokenizer: runtime.tokenizer, versions: runtime.versions, dataDir: mkdtempSync(join(tmpdir(), 'edits-nice-')),
+    settings: DEFAULT_EDIT_SETTINGS, device: 'cpu', threads: 1, workerNice: 13,
+  });
+  const now = threadNice();
+  assert.equal(now[0], before[0], 'the serving thread keeps its priority');
+  assert.equal(now.filter((n) => n === 13).length, before.filter((n) => n === 13).length + 1, 'one more thread (the worker) at nice 13');
   await edits.close();
 });
