@@ -10,13 +10,14 @@
  *     on `--model` (default tiny-gpt2; the f32 SmolLM2 import works once its edit_stats are present).
  *  3. Publishing: a full version build (what BaseVersions does) vs keeping the edited layers as fed graph
  *     inputs (no build at all, but every step pays for un-prepacked weights): decode step time of both.
+ *  4. The RLS (Woodbury) step alone at --model's edited-layer sizes (it runs on the serving thread).
  * Figures depend on the machine (2 shared cores here, other jobs running); ratios are measured side by side.
  */
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { LayerEdit } from '../src/edits/edit-state.ts';
+import { EditState, type LayerEdit } from '../src/edits/edit-state.ts';
 import { EditStore } from '../src/edits/edit-store.ts';
 import { BatchKv } from '../src/runtime/batch-kv.ts';
 import { Engine } from '../src/runtime/engine.ts';
@@ -160,5 +161,30 @@ if (!skip.has('publish')) {
     const c = median(res[`constant|${batch}`]!);
     const f = median(res[`fed|${batch}`]!);
     console.log(`   decode step, batch ${batch}: constant ${c.toFixed(2)} ms (${range(res[`constant|${batch}`]!)}), 2 layers fed ${f.toFixed(2)} ms (${range(res[`fed|${batch}`]!)}) → ×${(f / c).toFixed(2)}`);
+  }
+}
+
+// 4. The RLS (Woodbury) step alone, at the edited layers' real sizes of --model: it runs on the serving thread
+//    (EditStore.commit, after the fsync), so its time is a stall of decoding per edit.
+if (!skip.has('woodbury')) {
+  const modelBytes = new Uint8Array(readFileSync(join(args.model!, 'onnx', 'model.onnx')));
+  const { specs: modelSpecs } = editLayerSpecs(modelBytes, join(args.model!, 'edit_stats.safetensors'));
+  const state = await EditState.initial(modelSpecs, 1, 1);
+  const r = rng(9);
+  console.log(`4. RLS step (F = CK, Cholesky of I + KᵀF, C and W updates) on the serving thread, ${args.model}: ${modelSpecs.map((s) => `${s.dK}×${s.dV}`).join(', ')}`);
+  for (const u of [1, 3]) {
+    const ms: number[] = [];
+    for (let rep = 0; rep < 5; rep++) {
+      const t0 = performance.now();
+      for (const l of state.layers) l.update(Float64Array.from({ length: u * l.dK }, () => Math.abs(r()) * 0.1), Float64Array.from({ length: u * l.dV }, r), u);
+      ms.push(performance.now() - t0);
+    }
+    const w32: number[] = [];
+    for (let rep = 0; rep < 5; rep++) {
+      const t0 = performance.now();
+      state.weights32();
+      w32.push(performance.now() - t0);
+    }
+    console.log(`   u = ${u}: all ${modelSpecs.length} layers ${median(ms).toFixed(1)} ms (${range(ms)}); float32(W) for the publish ${median(w32).toFixed(1)} ms (${range(w32)}); load ${loadavg()[0]!.toFixed(1)}`);
   }
 }
