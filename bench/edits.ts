@@ -36,7 +36,7 @@ const { values: args } = parseArgs({
     skip: { type: 'string', default: '' },
     // Part 2: the served model, PATCHBAY_EDIT_WORKER values compared, and trials per value (interleaved).
     model: { type: 'string', default: 'models/tiny-gpt2' },
-    modes: { type: 'string', default: 'on,off' }, // on, off, or on:<nice> (PATCHBAY_EDIT_WORKER_NICE)
+    modes: { type: 'string', default: 'on,on:0,off' }, // on (default niceness), on:<nice> (PATCHBAY_EDIT_WORKER_NICE), off
     trials: { type: 'string', default: '1' },
     // A data directory to start every server from (copied): made by the first server if empty, kept. Lets a
     // slow C₀ inversion (SmolLM2) happen once, outside the timed run.
@@ -94,9 +94,9 @@ if (!skip.has('serve')) {
     for (const mode of trial % 2 === 0 ? modes : [...modes].reverse()) {
       const data = mkdtempSync(join(tmpdir(), 'bench-edits-serve-'));
       if (prepared) cpSync(template, data, { recursive: true });
-      // `on:10` = the worker at PATCHBAY_EDIT_WORKER_NICE=10.
+      // `on:0` = the worker at PATCHBAY_EDIT_WORKER_NICE=0; plain `on` = the server's default niceness.
       const [worker, nice] = mode.split(':');
-      const env = { PATCHBAY_ADMIN_TOKEN: 'bench', PATCHBAY_DATA_DIR: data, PATCHBAY_THREADS: '1', PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_EDIT_WORKER: worker!, PATCHBAY_EDIT_WORKER_NICE: nice ?? '0' };
+      const env = { PATCHBAY_ADMIN_TOKEN: 'bench', PATCHBAY_DATA_DIR: data, PATCHBAY_THREADS: '1', PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_EDIT_WORKER: worker!, ...(nice ? { PATCHBAY_EDIT_WORKER_NICE: nice } : {}) };
       const server = await startServer(env, undefined, 900_000);
       if (!prepared) {
         cpSync(data, template, { recursive: true });

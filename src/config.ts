@@ -125,8 +125,11 @@ const ConfigSchema = z.object({
   editKeys: z.enum(['subject', 'subject+targets']).default('subject+targets'),
   /** Where a prompt edit's key probe and value search run: a worker thread (`on`) or the serving thread (`off`). */
   editWorker: z.enum(['on', 'off']).default('on'),
-  /** Niceness of that worker thread (0 = as the server; up to 19 = yields the CPU to serving under contention). */
-  editWorkerNice: z.coerce.number().int().min(0).max(19).default(0),
+  /**
+   * Niceness of that worker thread (0 = as the server … 19): under CPU contention decoding goes first and the
+   * edit waits (bench:edits part 2 measures both); it changes nothing while a core is idle.
+   */
+  editWorkerNice: z.coerce.number().int().min(0).max(19).default(10),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;

@@ -40,7 +40,7 @@ export interface EditServiceOptions {
    * (search-host.ts; the serving thread keeps stepping meanwhile), `off` = this thread. Default `on`.
    */
   worker?: 'on' | 'off';
-  /** The search worker thread's niceness (`PATCHBAY_EDIT_WORKER_NICE`, 0–19; search-wire.ts SearchInit). */
+  /** The search worker thread's niceness (`PATCHBAY_EDIT_WORKER_NICE`, 0–19; search-wire.ts SearchInit). Default 0 here; the server's default is 10 (config.ts). */
   workerNice?: number;
 }
 
