@@ -21,6 +21,7 @@ export interface SearchInit {
   /**
    * Niceness of the worker thread (0–19; Linux nice is per thread, so only this thread is lowered, and ORT
    * threads its probe session starts inherit it): under CPU contention the serving thread goes first.
+   * Ignored on other platforms.
    */
   nice?: number | undefined;
 }

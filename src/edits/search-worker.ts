@@ -30,8 +30,9 @@ function ready(): LocalSearch {
 async function handle(req: SearchRequest): Promise<{ reply: SearchReply; transfer: ArrayBuffer[] }> {
   switch (req.op) {
     case 'init': {
-      // Before the probe session exists, so ORT's pool threads (created by this thread) inherit it.
-      if (req.init.nice) setPriority(req.init.nice);
+      // Before the probe session exists, so ORT's pool threads (created by this thread) inherit it. Linux only:
+      // there nice is per thread; elsewhere setpriority(0) would lower the whole server.
+      if (req.init.nice && process.platform === 'linux') setPriority(req.init.nice);
       const tokenizer = await HfTokenizer.load(req.init.model.dir);
       search = await LocalSearch.create({ ...req.init, tokenizer });
       return { reply: { id: req.id, ok: true, layers: [...search.layers], promptEdits: search.promptEdits }, transfer: [] };
