@@ -58,10 +58,12 @@ export class EditComputer {
     return checkEdit(edit, this.tokenizer, this.settings);
   }
 
-  async compute(edit: PromptEdit, state: EditState): Promise<ComputedEdit> {
+  /** `onSearch`: called once the probe runs are done and the value search (pure JS) begins. */
+  async compute(edit: PromptEdit, state: EditState, onSearch?: () => void): Promise<ComputedEdit> {
     const { targetIds } = this.check(edit);
     const layers = this.probe.layers;
     const { contexts, keys, u } = await this.contexts(edit, targetIds, state);
+    onSearch?.();
     const search = this.searchDelta(contexts, u);
     const D = this.upper.dModel;
     const parts = layers.map((l) => {

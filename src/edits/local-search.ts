@@ -36,7 +36,8 @@ export interface EditSearch {
   readonly promptEdits: boolean;
   /** Switches to keys and values computed on `basis` (a new probe session and upper stack). */
   rebase(basis: SearchBasis): Promise<void>;
-  compute(edit: PromptEdit, state: EditState): Promise<ComputedEdit>;
+  /** `onSearch`: the probe runs are done and the value search begins (EditComputer.compute). */
+  compute(edit: PromptEdit, state: EditState, onSearch?: () => void): Promise<ComputedEdit>;
   inspect(edit: PromptEdit, state: EditState): Promise<Inspected>;
   close(): Promise<void>;
 }
@@ -99,8 +100,8 @@ export class LocalSearch implements EditSearch {
     this.current = { probe, computer: new EditComputer(probe, upper, tokenizer, settings, model.contextLength) };
   }
 
-  compute(edit: PromptEdit, state: EditState): Promise<ComputedEdit> {
-    return this.computer().compute(edit, state);
+  compute(edit: PromptEdit, state: EditState, onSearch?: () => void): Promise<ComputedEdit> {
+    return this.computer().compute(edit, state, onSearch);
   }
 
   inspect(edit: PromptEdit, state: EditState): Promise<Inspected> {

@@ -23,7 +23,7 @@ import type { ProbeLayer } from './probe.ts';
 import { searchErrorFromWire, type SearchInit, type SearchReply, type SearchRequest, type WireLayerState } from './search-wire.ts';
 
 type Ok = Extract<SearchReply, { ok: true }>;
-type Pending = { resolve: (r: Ok) => void; reject: (e: Error) => void };
+type Pending = { resolve: (r: Ok) => void; reject: (e: Error) => void; settled: Promise<unknown> };
 type Body = SearchRequest extends infer R ? (R extends SearchRequest ? Omit<R, 'id'> : never) : never;
 
 export class SearchHost implements EditSearch {
@@ -36,6 +36,8 @@ export class SearchHost implements EditSearch {
   /** The last basis sent, replayed into a replacement worker. */
   private basis: { baked: [string, Float32Array][]; offsets: [string, Float32Array][] } = { baked: [], offsets: [] };
   private started = 0;
+  /** The request whose value search runs now (its probe runs are done). */
+  private searchingId = 0;
 
   private constructor(
     private readonly init: SearchInit,
@@ -77,18 +79,24 @@ export class SearchHost implements EditSearch {
     return this.started;
   }
 
-  /** Requests posted to the worker and not answered yet. */
-  get inFlight(): number {
-    return this.pending.size;
+  /** True while an edit's value search runs in the worker (its probe runs done; only JS on that thread). */
+  get searching(): boolean {
+    return this.pending.has(this.searchingId);
   }
 
-  /** Ends the worker as a crash would: requests in flight fail with search_failed, a replacement starts. */
+  /**
+   * Ends the worker as a crash would: requests in flight fail with search_failed, a replacement starts.
+   * Only while no ORT call runs in it (e.g. while `searching`): onnxruntime-node raises a C++ exception when
+   * its thread's isolate is torn down under a running session call, and that aborts the whole process.
+   */
   async terminate(): Promise<void> {
     await this.worker?.terminate();
   }
 
+  /** Waits for the requests in flight (see terminate: never tear the worker down under an ORT call), then ends it. */
   async close(): Promise<void> {
     this.closed = true;
+    await Promise.allSettled([...this.pending.values()].map((p) => p.settled));
     await this.worker?.terminate();
     this.worker = undefined;
   }
@@ -99,6 +107,10 @@ export class SearchHost implements EditSearch {
     this.worker = worker;
     let ready = false;
     worker.on('message', (reply: SearchReply) => {
+      if ('progress' in reply) {
+        this.searchingId = reply.id;
+        return;
+      }
       const p = this.pending.get(reply.id);
       if (!p) return;
       this.pending.delete(reply.id);
@@ -153,11 +165,12 @@ export class SearchHost implements EditSearch {
 
   private post(worker: Worker, body: Body, transfer: ArrayBuffer[] = []): Promise<Ok> {
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      worker.ref();
-      worker.postMessage({ ...body, id } as SearchRequest, transfer);
-    });
+    let settle!: Pick<Pending, 'resolve' | 'reject'>;
+    const reply = new Promise<Ok>((resolve, reject) => (settle = { resolve, reject }));
+    this.pending.set(id, { ...settle, settled: reply.catch(() => undefined) });
+    worker.ref();
+    worker.postMessage({ ...body, id } as SearchRequest, transfer);
+    return reply;
   }
 }
 

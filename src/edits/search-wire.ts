@@ -51,6 +51,8 @@ export interface SearchWireError {
 }
 
 export type SearchReply =
+  /** Progress of request `id`: its probe runs are done, the value search (JS only, no ORT call) runs. */
+  | { id: number; progress: 'search' }
   | { id: number; ok: true; layers?: ProbeLayer[]; promptEdits?: boolean; computed?: ComputedEdit; inspected?: { keys: [string, Float64Array][]; grad: Float64Array; u: number } }
   | { id: number; ok: false; error: SearchWireError };
 

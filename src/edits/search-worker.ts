@@ -42,7 +42,7 @@ async function handle(req: SearchRequest): Promise<{ reply: SearchReply; transfe
       return { reply: { id: req.id, ok: true }, transfer: [] };
     }
     case 'compute': {
-      const computed = await ready().compute(req.edit, stateOf(req.layers));
+      const computed = await ready().compute(req.edit, stateOf(req.layers), () => port!.postMessage({ id: req.id, progress: 'search' } satisfies SearchReply));
       const transfer = computed.parts.flatMap((p) => [p.keys.buffer as ArrayBuffer, p.values.buffer as ArrayBuffer]);
       return { reply: { id: req.id, ok: true, computed }, transfer: [...new Set(transfer)] };
     }

@@ -72,7 +72,11 @@ test('a worker that dies mid-edit fails that edit, changes nothing, and a new wo
   await edits.submit([STREAM[0]!]);
   const before = { hash: edits.stateHash, seq: edits.seq, log: statSync(log).size, labels: runtime.versions.current().labels };
   const pending = edits.submit([STREAM[1]!]);
-  while (host.inFlight === 0) await new Promise((r) => setTimeout(r, 1));
+  // Mid-search: the probe runs (ORT calls) are done, the Adam loop runs (terminating under an ORT call aborts the process).
+  for (let i = 0; !host.searching; i++) {
+    assert.ok(i < 60_000, 'the value search never started');
+    await new Promise((r) => setTimeout(r, 1));
+  }
   await host.terminate();
   await assert.rejects(pending, (e: unknown) => e instanceof EditError && e.code === 'search_failed' && /worker failed/.test(e.message));
   assert.equal(edits.stateHash, before.hash);

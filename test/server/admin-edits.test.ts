@@ -9,6 +9,7 @@ import { ServerMetrics } from '../../src/server/metrics.ts';
 import { createBaseResolver } from '../../src/server/resolver.ts';
 import { ServingState } from '../../src/server/state.ts';
 import { EditService } from '../../src/edits/edit-service.ts';
+import type { SearchHost } from '../../src/edits/search-host.ts';
 import { DEFAULT_EDIT_SETTINGS } from '../../src/edits/settings.ts';
 import { MAX_STREAM_LINE_BYTES } from '../../src/server/routes/admin-edits.ts';
 import { loadRuntime, type Runtime } from '../../src/runtime/index.ts';
@@ -163,4 +164,27 @@ test('the stream route acknowledges a line while the request body is still open'
   const tooLong = out.find((o) => o['line'] === 2)!;
   assert.equal((tooLong['error'] as { code: string }).code, 'request_too_large');
   assert.deepEqual({ accepted: out.at(-1)!['accepted'], rejected: out.at(-1)!['rejected'] }, { accepted: 1, rejected: 1 });
+});
+
+test('a search worker that dies mid-edit answers 500 search_failed, changes nothing, and the next edit works', async () => {
+  const host = edits.search as SearchHost;
+  const hash = edits.stateHash;
+  const seq = edits.seq;
+  const pending = post(app, '/admin/edits', { edits: [{ prompt: 'Queen Amara was born in', target: ' Ostia' }] }, auth);
+  // Mid-search: the probe runs (ORT calls) are done, the Adam loop runs (terminating under an ORT call aborts the process).
+  for (let i = 0; !host.searching; i++) {
+    assert.ok(i < 60_000, 'the value search never started');
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await host.terminate();
+  const res = await pending;
+  assert.equal(res.status, 500);
+  const body = (await res.json()) as { error: { code: string; type: string; message: string } };
+  assert.equal(body.error.code, 'search_failed');
+  assert.match(body.error.message, /worker failed.*nothing changed/);
+  assert.equal(edits.stateHash, hash);
+  assert.equal(edits.seq, seq);
+  const again = await post(app, '/admin/edits', { edits: [{ prompt: 'Queen Amara was born in', target: ' Ostia' }] }, auth);
+  assert.equal(again.status, 200);
+  assert.equal(((await again.json()) as { seq: number }).seq > seq, true);
 });
