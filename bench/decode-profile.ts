@@ -4,10 +4,11 @@
  *      what base-only traffic runs), sessions of every variant open at once, rounds interleaved, medians;
  *   2. ORT's own profiler (`enableProfiling`) on the same steps, kernel time summed per op type.
  * A variant is a model directory × an accuracy_level (PATCHBAY_NBITS_ACCURACY's rewrite) × ORT pool spinning
- * (PATCHBAY_ORT_SPINNING), e.g. the model before and after an importer change.
+ * (PATCHBAY_ORT_SPINNING), e.g. the model before and after an importer change. `--dequantized` adds, for each
+ * quantized model, its float32 form built at load (graph/nbits-dequantize.ts, PATCHBAY_WIDE_SESSION=f32).
  *
  *   npm run bench:decode-profile -- --model models/smollm2-135m-q4[,other-dir] [--accuracy 0[,4]] [--spinning on[,off]]
- *        [--batch 1,8] [--context 32] [--steps 16] [--rounds 3] [--threads 2] [--top 14] [--no-profile]
+ *        [--dequantized] [--batch 1,8] [--context 32] [--steps 16] [--rounds 3] [--threads 2] [--top 14] [--no-profile]
  *
  * "cpu ms/step" is this process's CPU time per step (all threads; with --threads 1 it is the work itself,
  * less sensitive than wall time to other jobs on a shared machine; with more threads it includes spinning).
@@ -24,6 +25,7 @@ import { readModelInfo, type ModelInfo } from '../src/runtime/model-config.ts';
 import { decodeModel, encodeModel } from '../src/runtime/graph/onnx.ts';
 import { sliceLogits, LOGITS_START_INPUT } from '../src/runtime/graph/logits-slice.ts';
 import { setNBitsAccuracy } from '../src/runtime/graph/nbits-accuracy.ts';
+import { dequantizeNBitsLayers } from '../src/runtime/graph/nbits-dequantize.ts';
 import { ortSessionOptions } from '../src/runtime/session.ts';
 import { median, row } from './lib/stats.ts';
 
@@ -39,6 +41,7 @@ const { values: args } = parseArgs({
     threads: { type: 'string', default: '2' },
     top: { type: 'string', default: '14' },
     'no-profile': { type: 'boolean', default: false },
+    dequantized: { type: 'boolean', default: false },
   },
 });
 const steps = Number(args.steps);
@@ -58,9 +61,11 @@ const variants: Variant[] = [];
 for (const m of args.model.split(',')) {
   const info = await readModelInfo(resolve(m));
   const stored = new Uint8Array(await readFile(info.onnxPath));
-  for (const level of args.accuracy?.split(',') ?? [undefined]) {
+  const levels: (string | undefined)[] = args.accuracy?.split(',') ?? [undefined];
+  for (const level of args.dequantized ? [...levels, 'f32'] : levels) {
     const proto = decodeModel(stored);
-    if (level !== undefined) setNBitsAccuracy(proto, Number(level) as 0 | 4);
+    if (level === 'f32' && dequantizeNBitsLayers(proto) === 0) continue; // not a quantized model
+    if (level !== undefined && level !== 'f32') setNBitsAccuracy(proto, Number(level) as 0 | 4);
     sliceLogits(proto);
     const bytes = encodeModel(proto);
     for (const spin of args.spinning?.split(',') ?? [undefined]) {

@@ -6,9 +6,12 @@
  * server, the bare ORT loop and transformers.js; this companion leaves those out (their f32 copies of the
  * weights need ~5 GB more memory), so it fits a host that is short of memory, and puts the spinning setting
  * side by side in one run. Each contender is a process of its own, trials interleave, medians (and ranges).
+ * `--wide` adds the wide session (PATCHBAY_WIDE_SESSION: steps of ≥ 2 sequences on the model's float32 form
+ * or at int8) to each Patchbay contender.
  *
  *   npm run bench:race-q4 -- --q4-model models/smollm2-135m-q4 --gguf <file.gguf>
- *        [--tokens 32] [--trials 3] [--threads 2] [--concurrency 8] [--levels 0,4] [--spinning on,off]
+ *        [--tokens 32] [--trials 3] [--threads 2] [--concurrency 8] [--levels 0,4] [--spinning on,off] [--wide off,f32,int8]
+ *        [--no-llama]
  */
 import { parseArgs } from 'node:util';
 import { loadavg } from 'node:os';
@@ -28,6 +31,9 @@ const { values: args } = parseArgs({
     concurrency: { type: 'string', default: '8' },
     levels: { type: 'string', default: '0,4' },
     spinning: { type: 'string', default: 'on,off' },
+    wide: { type: 'string', default: 'off' },
+    // Patchbay contenders only (ratios to the first one): on a loaded host llama.cpp's numbers mean nothing and take minutes.
+    'no-llama': { type: 'boolean', default: false },
   },
 });
 if (!args.gguf) throw new Error('--gguf <the GGUF the q4 model was imported from> is required');
@@ -40,6 +46,8 @@ const levels = args.levels.split(',');
 const spinnings = args.spinning.split(',');
 for (const l of levels) if (!/^[0-4]$/.test(l)) throw new Error(`--levels takes accuracy levels 0-4, got "${l}"`);
 for (const s of spinnings) if (s !== 'on' && s !== 'off') throw new Error(`--spinning takes on and/or off, got "${s}"`);
+const wides = args.wide.split(',');
+for (const w of wides) if (!['off', 'f32', 'int8'].includes(w)) throw new Error(`--wide takes off, f32 and/or int8, got "${w}"`);
 // bench:serve's `--prompts english`.
 const PROMPTS = ['The capital of France is', 'Once upon a time, there was', 'The best way to learn a language is', 'Water boils at',
   'My favourite book is', 'The sea is', 'In the morning I usually', 'A good friend is someone who'];
@@ -55,23 +63,27 @@ interface Patchbay {
 const patchbays: Patchbay[] = [];
 for (const level of levels) {
   for (const spin of spinnings) {
-    const server = await startServer({
-      PATCHBAY_MODEL_DIR: q4Dir,
-      PATCHBAY_THREADS: String(threads),
-      PATCHBAY_MAX_BATCH: String(concurrency),
-      PATCHBAY_NBITS_ACCURACY: level,
-      PATCHBAY_ORT_SPINNING: spin,
-    });
-    patchbays.push({ label: `Patchbay q4 ${level === '0' ? 'exact (level 0)' : `level ${level}`}, spinning ${spin}`, server });
+    for (const wide of wides) {
+      const server = await startServer({
+        PATCHBAY_MODEL_DIR: q4Dir,
+        PATCHBAY_THREADS: String(threads),
+        PATCHBAY_MAX_BATCH: String(concurrency),
+        PATCHBAY_NBITS_ACCURACY: level,
+        PATCHBAY_ORT_SPINNING: spin,
+        PATCHBAY_WIDE_SESSION: wide,
+      });
+      const label = `Patchbay q4 ${level === '0' ? 'exact (level 0)' : `level ${level}`}, spin ${spin}${wide === 'off' ? '' : `, wide ${wide}`}`;
+      patchbays.push({ label, server });
+    }
   }
 }
-const llama = await Contender.start('llama.cpp', resolve(args.gguf), threads, concurrency);
+const llama = args['no-llama'] ? undefined : await Contender.start('llama.cpp', resolve(args.gguf), threads, concurrency);
 const request = (p: string, maxTokens: number) => ({ model: model.id, prompt: p, max_tokens: maxTokens, temperature: 0, ignore_eos: true });
 
 // Warm-up; every contender produces `tokens` tokens (ignore_eos), the greedy texts may differ (int8 vs exact).
 const tokens = (await timeCompletion(patchbays[0]!.server.url, request(prompt, wanted))).completionTokens;
 for (const p of patchbays.slice(1)) await timeCompletion(p.server.url, request(prompt, tokens));
-await llama.run({ prompt, tokens });
+await llama?.run({ prompt, tokens });
 
 /** ORT's idle pool threads may spin after a run; let them sleep before the next contender starts. */
 const settle = () => new Promise((r) => setTimeout(r, 250));
@@ -93,22 +105,25 @@ for (let t = 0; t < trials; t++) {
     record(p.label, 'many', performance.now() - started);
     manyTokens = all.reduce((n, r) => n + r.completionTokens, 0);
   }
-  await settle();
-  record(LLAMA, 'one', (await llama.run({ prompt, tokens })).ms);
-  await settle();
-  record(LLAMA, 'many', (await llama.run({ prompts: batchPrompts, tokens })).ms);
+  if (llama) {
+    await settle();
+    record(LLAMA, 'one', (await llama.run({ prompt, tokens })).ms);
+    await settle();
+    record(LLAMA, 'many', (await llama.run({ prompts: batchPrompts, tokens })).ms);
+  }
   console.error(`trial ${t + 1}/${trials} done, load average ${loadavg()[0]!.toFixed(1)}`);
 }
 for (const p of patchbays) await p.server.stop();
-llama.stop();
+llama?.stop();
 const loadAfter = loadavg()[0]!;
 
 const rate = (n: number, list: number[]) => (1000 * n) / median(list);
 const span = (n: number, list: number[]) => `${((1000 * n) / Math.max(...list)).toFixed(1)}–${((1000 * n) / Math.min(...list)).toFixed(1)}`;
-const ref = ms.get(LLAMA)!;
+const ref = ms.get(llama ? LLAMA : patchbays[0]!.label)!;
 console.log(`\nbench/race-q4 — ${model.id} vs llama.cpp on ${args.gguf}, ${tokens} new tokens, ${trials} trials, ${threads} threads, ${concurrency} concurrent; load average ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`);
 const w = [46, 12, 13, 8, 14, 13, 8];
-console.log(row(['contender', 'b1 tok/s', 'b1 range', '÷ llama', `${concurrency}× tok/s`, `${concurrency}× range`, '÷ llama'], w));
+const vs = llama ? '÷ llama' : '÷ first';
+console.log(row(['contender', 'b1 tok/s', 'b1 range', vs, `${concurrency}× tok/s`, `${concurrency}× range`, vs], w));
 for (const [label, m] of ms) {
   console.log(row([label, rate(tokens, m.one), span(tokens, m.one), median(ref.one) / median(m.one), rate(manyTokens, m.many), span(manyTokens, m.many), median(ref.many) / median(m.many)], w));
 }

@@ -95,6 +95,10 @@ const ConfigSchema = z.object({
   sessionWorkers: z.enum(['off', 'versions', 'all']).default('versions'),
   /** MatMulNBits compute precision of a quantized model (0 = float32, 4 = int8 activations, auto = 0 on 4-bit and 4 on 8-bit nodes); unset = as stored. */
   nbitsAccuracy: z.enum(['auto', '0', '1', '2', '3', '4']).transform((v) => (v === 'auto' ? 'auto' : (Number(v) as 0 | 1 | 2 | 3 | 4))).optional(),
+  /** Batches of several rows without adapters on a quantized model: off, its float32 form, or int8 activations (see RuntimeOptions.wideSession). */
+  wideSession: z.enum(['off', 'f32', 'int8']).default('off'),
+  /** Fewest rows a step needs to run on the wide session. */
+  wideMinRows: int(2, 1024).default(2),
   /** Slot-cache graphs (GGUF imports): largest growth step of the KV slots, positions (runtime/slot-kv.ts); unset = 256. */
   kvBlock: int(1, 1_048_576).optional(),
   maxBatch: int(1, 1024).default(8),
@@ -154,6 +158,8 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   branchSessionsAhead: { env: 'PATCHBAY_BRANCH_SESSIONS_AHEAD', flag: 'branch-sessions-ahead' },
   sessionWorkers: { env: 'PATCHBAY_SESSION_WORKERS', flag: 'session-workers' },
   nbitsAccuracy: { env: 'PATCHBAY_NBITS_ACCURACY', flag: 'nbits-accuracy' },
+  wideSession: { env: 'PATCHBAY_WIDE_SESSION', flag: 'wide-session' },
+  wideMinRows: { env: 'PATCHBAY_WIDE_MIN_ROWS', flag: 'wide-min-rows' },
   kvBlock: { env: 'PATCHBAY_KV_BLOCK', flag: 'kv-block' },
   maxBatch: { env: 'PATCHBAY_MAX_BATCH', flag: 'max-batch' },
   maxQueue: { env: 'PATCHBAY_MAX_QUEUE', flag: 'max-queue' },

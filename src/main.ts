@@ -122,6 +122,8 @@ const loading: Promise<Runtime> = loadRuntime({
   ...(config.deltaTargets ? { deltaSelection: config.deltaTargets } : {}),
   plainSession: config.plainSession,
   branchSessions: config.branchSessions,
+  wideSession: config.wideSession,
+  wideMinRows: config.wideMinRows,
   onBranchSessionError: (err, layers) => logger.warn({ err, layers: layers.size }, 'could not build the session reduced to a batch\'s adapter layers; the full delta graph keeps serving them'),
   sessionWorkers: config.sessionWorkers,
   ...(config.nbitsAccuracy !== undefined ? { nbitsAccuracy: config.nbitsAccuracy } : {}),

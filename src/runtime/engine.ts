@@ -28,9 +28,10 @@ export interface ForwardResult {
   kv: KvCache;
   /**
    * Which graph ran: the branch-free one (no row had factors), the one with every delta branch, or a copy
-   * that keeps only the branches the batch uses (branch-sessions.ts).
+   * that keeps only the branches the batch uses (branch-sessions.ts), or the wide session (several rows, no
+   * factors: a quantized model's float32 or int8 form, `EngineOptions.wideSession`).
    */
-  graph: 'plain' | 'delta' | 'delta-used';
+  graph: 'plain' | 'delta' | 'delta-used' | 'wide';
 }
 
 export interface EngineOptions {
@@ -44,6 +45,15 @@ export interface EngineOptions {
    * step. It holds a second copy of the weights, hence optional (PATCHBAY_PLAIN_SESSION).
    */
   plainSession?: ModelSession;
+  /**
+   * Optional session for steps of at least `wideMinRows` rows, none with factors: the branch-free graph of a
+   * quantized model in another form (runtime/index.ts, PATCHBAY_WIDE_SESSION). ORT's MatMulNBits costs 2–3×
+   * per row more with several rows than with one at accuracy_level 0; the float32 form (same values, exact)
+   * or int8 activations (approximate) are cheaper there, while one row stays on the 4-bit graph.
+   */
+  wideSession?: ModelSession;
+  /** Fewest rows (sequences) a step needs to run on `wideSession`; default 2. */
+  wideMinRows?: number;
   /**
    * Sessions on the delta graph reduced to the layers a batch uses (branch-sessions.ts): how many at most,
    * and how to build one. Omitted: every adapter step runs on `session`.
@@ -65,6 +75,8 @@ export interface EngineOptions {
 export class Engine {
   readonly session: ModelSession;
   readonly plainSession: ModelSession | undefined;
+  readonly wideSession: ModelSession | undefined;
+  private readonly wideMinRows: number;
   readonly shape: KvShape;
   readonly vocabSize: number;
   readonly baseVersion: number;
@@ -79,6 +91,8 @@ export class Engine {
   constructor(opts: EngineOptions) {
     this.session = opts.session;
     this.plainSession = opts.plainSession;
+    this.wideSession = opts.wideSession;
+    this.wideMinRows = opts.wideMinRows ?? 2;
     this.deltaLayers = opts.deltaLayers ?? [];
     this.reduced = opts.branchSessions && this.deltaLayers.length > 0 ? new BranchSessions({ layers: this.deltaLayers, ...opts.branchSessions }) : undefined;
     this.shape = opts.shape;
@@ -126,10 +140,11 @@ export class Engine {
       input_ids: new Tensor('int64', ids, [rows, width]),
       position_ids: new Tensor('int64', positions, [rows, width]),
     };
-    const plain = !deltaFeeds && this.plainSession !== undefined;
+    const wide = !deltaFeeds && this.wideSession !== undefined && rows >= this.wideMinRows;
+    const plain = !wide && !deltaFeeds && this.plainSession !== undefined;
     const used = deltaFeeds && this.reduced?.pick(deltaFeeds);
-    const session = plain ? this.plainSession! : used ? used.session : this.session;
-    if (!plain) Object.assign(feeds, used ? used.feeds : deltaFeeds ?? this.noDeltas(rows));
+    const session = wide ? this.wideSession! : plain ? this.plainSession! : used ? used.session : this.session;
+    if (!plain && !wide) Object.assign(feeds, used ? used.feeds : deltaFeeds ?? this.noDeltas(rows));
     if (session.inputNames.includes(LOGITS_START_INPUT)) {
       const tail = Math.min(width, Math.max(1, opts.tail ?? 1));
       feeds[LOGITS_START_INPUT] = new Tensor('int64', BigInt64Array.of(BigInt(-tail)), [1]);
@@ -146,7 +161,7 @@ export class Engine {
       allLogits: logits,
       logitsWidth,
       width,
-      graph: plain ? 'plain' : used ? 'delta-used' : 'delta',
+      graph: wide ? 'wide' : plain ? 'plain' : used ? 'delta-used' : 'delta',
       // Slot caches are appended to in place: only after a successful run, so a failed step leaves kv intact.
       kv: this.kvLayout.advance(kv, out, width, tokens.map((t) => t.length)),
     };
@@ -171,6 +186,7 @@ export class Engine {
       await this.reduced?.release();
       await this.session.release();
       await this.plainSession?.release();
+      await this.wideSession?.release();
     })();
     return this.released;
   }

@@ -9,6 +9,8 @@ import type { DeltaLayer } from './delta-feeds.ts';
 import { findLinearLayers } from './graph/linear-layers.ts';
 import { keepDeltaBranches } from './graph/keep-branches.ts';
 import { decodeModel, encodeModel } from './graph/onnx.ts';
+import { setNBitsAccuracy } from './graph/nbits-accuracy.ts';
+import { dequantizeNBitsLayers } from './graph/nbits-dequantize.ts';
 import { BaseVersions, type SwapEvent } from './versions/base-versions.ts';
 import { InitializerTable, sharedCopy } from './versions/initializer-table.ts';
 import { SessionHost } from './session-host.ts';
@@ -57,6 +59,16 @@ export interface RuntimeOptions {
    * Undefined keeps what the model file says.
    */
   nbitsAccuracy?: NBitsAccuracy;
+  /**
+   * A third session for steps of at least `wideMinRows` sequences without adapters, on a quantized model only
+   * (engine.ts EngineOptions.wideSession): `f32` = the branch-free graph with every MatMulNBits layer
+   * dequantized to a float32 MatMul at load (graph/nbits-dequantize.ts: same values, exact; holds the
+   * float32 weights, ~4× the 4-bit file); `int8` = the same graph at accuracy_level 4 (approximate, another
+   * 4-bit copy). `off` (default) or a model without MatMulNBits: no such session.
+   */
+  wideSession?: 'off' | 'f32' | 'int8';
+  /** Default 2. */
+  wideMinRows?: number;
   /**
    * Compute logits only for the positions a step needs (graph/logits-slice.ts): the last one, or a prompt's
    * every position when a request asks for prompt logprobs. Default true; false serves the graph's full
@@ -125,6 +137,9 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const keep = (bytes: Uint8Array) => (workers === 'off' ? bytes : sharedCopy(bytes));
   const servedTable = InitializerTable.of(keep(rewrite?.bytes ?? plainBytes));
   const plainTable = keepPlain ? InitializerTable.of(keep(plainBytes)) : undefined;
+  // Built once for version 0 and then dropped (a float32 form is ~4× the 4-bit file): published base versions
+  // (patches, edits) serve without a wide session.
+  let wideBytes = wideForm(plainBytes, opts.wideSession ?? 'off');
   // Version 0 on this thread with shared tables: the original (non-shared) bytes, dropped once it is built.
   let originals: { served: Uint8Array; plain: Uint8Array } | undefined = { served: rewrite?.bytes ?? plainBytes, plain: plainBytes };
   const inThread = (table: InitializerTable, original: Uint8Array | undefined, tensors: ReadonlyMap<string, Float32Array>) =>
@@ -152,11 +167,14 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
       baseVersion,
       contextLength: model.contextLength,
       ...(opts.kvBlock !== undefined ? { kvBlock: opts.kvBlock } : {}),
+      ...(opts.wideMinRows !== undefined ? { wideMinRows: opts.wideMinRows } : {}),
     };
     if (workers === 'off' || (workers === 'versions' && baseVersion === 0)) {
       const session = await inThread(servedTable, originals?.served, tensors);
       const plainSession = plainTable && (await inThread(plainTable, originals?.plain, tensors));
-      return new Engine({ session, plainSession, ...shape });
+      const wideSession = baseVersion === 0 && wideBytes ? await createSession(wideBytes, sessionOptions) : undefined;
+      wideBytes = undefined;
+      return new Engine({ session, plainSession, ...(wideSession ? { wideSession } : {}), ...shape });
     }
     // Built and run on a worker thread: the serving thread keeps stepping the running version meanwhile.
     // The worker was started beforehand (its module loading is not part of a publish); the next spare
@@ -222,4 +240,15 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
       await spare?.close();
     },
   };
+}
+
+/**
+ * The wide session's graph (RuntimeOptions.wideSession) from the branch-free bytes; undefined when off or
+ * when the model has no MatMulNBits layer to change.
+ */
+function wideForm(plainBytes: Uint8Array, form: 'off' | 'f32' | 'int8'): Uint8Array | undefined {
+  if (form === 'off') return undefined;
+  const proto = decodeModel(plainBytes);
+  const changed = form === 'f32' ? dequantizeNBitsLayers(proto) : setNBitsAccuracy(proto, 4);
+  return changed > 0 ? encodeModel(proto) : undefined;
 }

@@ -27,7 +27,7 @@ export interface StepEvent {
   rows: number;
   tokens: number;
   ms: number;
-  graph: 'plain' | 'delta' | 'delta-used';
+  graph: 'plain' | 'delta' | 'delta-used' | 'wide';
 }
 
 /** Where sequences get the engine (base version) they run on; see versions/base-versions.ts. */
