@@ -167,6 +167,10 @@ for (const [vi, v] of (args['no-profile'] ? [] : variants).entries()) {
       const ms = us / 1000 / steps;
       console.log(row([op, ms, `${((100 * ms) / kernelMs).toFixed(1)}%`, n / steps, us / n], w));
     }
+    // The output head alone (its node names start with /lm_head: the 49k-row projection is one layer of 211).
+    const head = kernels.filter((e) => e.name.startsWith('/lm_head'));
+    const headMs = head.reduce((s, e) => s + e.dur, 0) / 1000 / steps;
+    console.log(row(['(of which /lm_head nodes)', headMs, `${((100 * headMs) / kernelMs).toFixed(1)}%`, head.length / steps, (1000 * headMs * steps) / Math.max(1, head.length)], w));
   }
 }
 await rm(dir, { recursive: true, force: true });

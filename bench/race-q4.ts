@@ -14,6 +14,7 @@
  *        [--no-llama]
  */
 import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { readModelInfo } from '../src/runtime/model-config.ts';
@@ -113,6 +114,8 @@ for (let t = 0; t < trials; t++) {
   }
   console.error(`trial ${t + 1}/${trials} done, load average ${loadavg()[0]!.toFixed(1)}`);
 }
+// Resident memory of each server after its trials (Linux /proc): what a wide session costs.
+const memory = new Map(patchbays.map((p) => [p.label, residentMiB(p.server.child.pid)]));
 for (const p of patchbays) await p.server.stop();
 llama?.stop();
 const loadAfter = loadavg()[0]!;
@@ -121,10 +124,21 @@ const rate = (n: number, list: number[]) => (1000 * n) / median(list);
 const span = (n: number, list: number[]) => `${((1000 * n) / Math.max(...list)).toFixed(1)}–${((1000 * n) / Math.min(...list)).toFixed(1)}`;
 const ref = ms.get(llama ? LLAMA : patchbays[0]!.label)!;
 console.log(`\nbench/race-q4 — ${model.id} vs llama.cpp on ${args.gguf}, ${tokens} new tokens, ${trials} trials, ${threads} threads, ${concurrency} concurrent; load average ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`);
-const w = [46, 12, 13, 8, 14, 13, 8];
+const w = [50, 12, 13, 8, 14, 13, 8, 10, 10];
 const vs = llama ? '÷ llama' : '÷ first';
-console.log(row(['contender', 'b1 tok/s', 'b1 range', vs, `${concurrency}× tok/s`, `${concurrency}× range`, vs], w));
+console.log(row(['contender', 'b1 tok/s', 'b1 range', vs, `${concurrency}× tok/s`, `${concurrency}× range`, vs, 'RSS MiB', 'peak MiB'], w));
 for (const [label, m] of ms) {
-  console.log(row([label, rate(tokens, m.one), span(tokens, m.one), median(ref.one) / median(m.one), rate(manyTokens, m.many), span(manyTokens, m.many), median(ref.many) / median(m.many)], w));
+  const mem = memory.get(label);
+  console.log(row([label, rate(tokens, m.one), span(tokens, m.one), median(ref.one) / median(m.one), rate(manyTokens, m.many), span(manyTokens, m.many), median(ref.many) / median(m.many), mem?.rss ?? '—', mem?.peak ?? '—'], w));
 }
 console.log('goals (issue #6): batch-1 ÷ llama ≥ 1; concurrent ÷ llama ≥ 2');
+
+function residentMiB(pid: number | undefined): { rss: number; peak: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (key: string) => Number(/\s(\d+) kB/.exec(status.split('\n').find((l) => l.startsWith(key)) ?? '')?.[1] ?? NaN);
+    return { rss: kb('VmRSS:') / 1024, peak: kb('VmHWM:') / 1024 };
+  } catch {
+    return undefined; // not Linux
+  }
+}

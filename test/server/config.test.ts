@@ -84,6 +84,17 @@ test('PATCHBAY_ORT_SPINNING: on by default (as ORT), off turns pool spinning off
   assert.throws(() => loadConfig([], { PATCHBAY_ORT_SPINNING: 'maybe' }), /PATCHBAY_ORT_SPINNING="maybe"/);
 });
 
+test('PATCHBAY_WIDE_SESSION / PATCHBAY_WIDE_MIN_ROWS: off and 2 by default, f32|int8 accepted, bad values name the variable', () => {
+  const d = loadConfig([], {});
+  assert.equal(d.wideSession, 'off');
+  assert.equal(d.wideMinRows, 2);
+  assert.equal(loadConfig([], { PATCHBAY_WIDE_SESSION: 'f32' }).wideSession, 'f32');
+  assert.equal(loadConfig(['--wide-session', 'int8'], { PATCHBAY_WIDE_SESSION: 'f32' }).wideSession, 'int8');
+  assert.equal(loadConfig([], { PATCHBAY_WIDE_MIN_ROWS: '4' }).wideMinRows, 4);
+  assert.throws(() => loadConfig([], { PATCHBAY_WIDE_SESSION: 'fp16' }), /PATCHBAY_WIDE_SESSION="fp16"/);
+  assert.throws(() => loadConfig([], { PATCHBAY_WIDE_MIN_ROWS: '1' }), /PATCHBAY_WIDE_MIN_ROWS="1"/);
+});
+
 test('PATCHBAY_NBITS_ACCURACY: unset keeps the model file, 0-4 accepted, anything else names the variable', () => {
   assert.equal(loadConfig([], {}).nbitsAccuracy, undefined);
   assert.equal(loadConfig([], { PATCHBAY_NBITS_ACCURACY: '4' }).nbitsAccuracy, 4);
