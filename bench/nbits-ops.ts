@@ -5,8 +5,13 @@
  *   float zp   MatMulNBits with float zero points zp = 8 − offset/scale (exact too, no extra nodes)
  *   f32        a plain MatMul on the dequantized weight
  * each at accuracy_level 0 and 4; and the outputs' max difference to the f32 result.
+ * Further parts (`--parts`, issue #6's race), each timed the same way with `--rows` rows per run:
+ *   fusion    SmolLM2's q/k/v (N = 576/192/192) and gate/up (1536/1536) as separate MatMulNBits layers vs
+ *             one layer each with the outputs side by side (what a fused import would run)
+ *   head      the tied Q8_0 head (K = 576, N = 49 152) as the importer stores it: two exact 4-bit planes
+ *   dispatch  a chain of 1 000 tiny Adds ([1, 1, 576]): ORT's cost per node, 1 thread vs 2 (spinning on, off)
  *
- *   npm run bench:nbits-ops -- [--threads 2] [--runs 400]
+ *   npm run bench:nbits-ops -- [--threads 2] [--runs 400] [--parts one,fusion,head,dispatch] [--rows 1,8]
  */
 import { parseArgs } from 'node:util';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
@@ -15,7 +20,15 @@ import { packNBits, unpackNBits } from '../src/import/quant/nbits-pack.ts';
 import { MS_DOMAIN, NBitsEmitter, type AccuracyLevel } from '../src/import/quant/nbits-nodes.ts';
 import { median, row } from './lib/stats.ts';
 
-const { values: args } = parseArgs({ options: { threads: { type: 'string', default: '2' }, runs: { type: 'string', default: '400' } } });
+const { values: args } = parseArgs({
+  options: {
+    threads: { type: 'string', default: '2' },
+    runs: { type: 'string', default: '400' },
+    parts: { type: 'string', default: 'one' },
+    rows: { type: 'string', default: '1,8' },
+  },
+});
+const parts = new Set(args.parts.split(','));
 const K = 576;
 const N = 1536;
 const threads = Number(args.threads);
@@ -65,25 +78,33 @@ function model(kind: 'sym+corr' | 'float zp' | 'f32', level: AccuracyLevel): Uin
 }
 
 const opts = { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1 } as const;
-const variants: [string, InferenceSession][] = [];
-for (const level of [0, 4] as const) for (const kind of ['sym+corr', 'float zp'] as const) variants.push([`${kind}, accuracy_level ${level}`, await InferenceSession.create(model(kind, level), opts)]);
-variants.push(['f32 MatMul', await InferenceSession.create(model('f32', 0), opts)]);
-const x = new Tensor('float32', Float32Array.from({ length: K }, () => next() - 0.5), [1, 1, K]);
-const ref = (await variants.at(-1)![1].run({ x })).y!.data as Float32Array;
-const times = variants.map(() => [] as number[]);
-for (let r = 0; r < runs; r++) {
-  for (let v = 0; v < variants.length; v++) {
-    const t = performance.now();
-    await variants[v]![1].run({ x });
-    times[v]!.push((performance.now() - t) * 1000);
-  }
+if (parts.has('one')) await onePart();
+if (parts.has('fusion') || parts.has('head') || parts.has('dispatch')) {
+  const { shapeParts } = await import('./lib/nbits-shapes.ts');
+  await shapeParts({ parts, rows: args.rows.split(',').map(Number), threads, runs });
 }
-const w2 = [34, 12, 16];
-console.log(`\nbench/nbits-ops — Q4_1 layer K=${K} N=${N}, 1 token, ${threads} threads, median of ${runs} interleaved runs`);
-console.log(row(['variant', 'µs/run', 'max |y − y_f32|'], w2));
-for (let v = 0; v < variants.length; v++) {
-  const y = (await variants[v]![1].run({ x })).y!.data as Float32Array;
-  let d = 0;
-  for (let i = 0; i < N; i++) d = Math.max(d, Math.abs(y[i]! - ref[i]!));
-  console.log(row([variants[v]![0], median(times[v]!), d], w2));
+
+async function onePart(): Promise<void> {
+  const variants: [string, InferenceSession][] = [];
+  for (const level of [0, 4] as const) for (const kind of ['sym+corr', 'float zp'] as const) variants.push([`${kind}, accuracy_level ${level}`, await InferenceSession.create(model(kind, level), opts)]);
+  variants.push(['f32 MatMul', await InferenceSession.create(model('f32', 0), opts)]);
+  const x = new Tensor('float32', Float32Array.from({ length: K }, () => next() - 0.5), [1, 1, K]);
+  const ref = (await variants.at(-1)![1].run({ x })).y!.data as Float32Array;
+  const times = variants.map(() => [] as number[]);
+  for (let r = 0; r < runs; r++) {
+    for (let v = 0; v < variants.length; v++) {
+      const t = performance.now();
+      await variants[v]![1].run({ x });
+      times[v]!.push((performance.now() - t) * 1000);
+    }
+  }
+  const w2 = [34, 12, 16];
+  console.log(`\nbench/nbits-ops — Q4_1 layer K=${K} N=${N}, 1 token, ${threads} threads, median of ${runs} interleaved runs`);
+  console.log(row(['variant', 'µs/run', 'max |y − y_f32|'], w2));
+  for (let v = 0; v < variants.length; v++) {
+    const y = (await variants[v]![1].run({ x })).y!.data as Float32Array;
+    let d = 0;
+    for (let i = 0; i < N; i++) d = Math.max(d, Math.abs(y[i]! - ref[i]!));
+    console.log(row([variants[v]![0], median(times[v]!), d], w2));
+  }
 }
