@@ -6,6 +6,8 @@
  *     same GGUF, each compared with PyTorch's greedy answers on the dequantized GGUF weights
  *     (bench/fixtures/smollm2-pytorch-greedy.json, tools/smollm2_reference.py): exact matches and the mean
  *     length of the common token prefix;
+ *     Also the wide session's float32 form (PATCHBAY_WIDE_SESSION=f32) with all 20 prompts decoded as one
+ *     batch (left-padded prefill, every step ≥ 2 rows, so every step runs on the wide session);
  *   - teacher-forced along PyTorch's answers: top-1 agreement with the f32 graph and mean KL(p_f32 ‖ p_q4)
  *     per token (nats), for q4 at accuracy_level 0 and 4.
  *
@@ -20,6 +22,8 @@ import { Engine } from '../src/runtime/engine.ts';
 import { HfTokenizer } from '../src/runtime/tokenizer.ts';
 import { argmax } from '../src/runtime/sampler.ts';
 import { withNBitsAccuracy } from '../src/runtime/graph/index.ts';
+import { decodeModel, encodeModel } from '../src/runtime/graph/onnx.ts';
+import { dequantizeNBitsLayers } from '../src/runtime/graph/nbits-dequantize.ts';
 import { LlamaCppLoop } from './lib/llama-cpp.ts';
 import { row } from './lib/stats.ts';
 
@@ -71,6 +75,27 @@ async function greedy(s: InferenceSession, m: ModelInfo, prompt: number[]): Prom
   }
 }
 
+/**
+ * Greedy decoding of every prompt in one batch on an engine with a wide session: rows that finished keep being
+ * fed (their extra tokens are dropped), so the batch stays `prompts.length` rows and every step is wide.
+ */
+async function greedyBatch(plain: InferenceSession, wide: InferenceSession, m: ModelInfo, batch: number[][]): Promise<number[][]> {
+  const engine = new Engine({ session: plain, wideSession: wide, shape: m, vocabSize: m.vocabSize, baseVersion: 0, contextLength: m.contextLength });
+  let step = await engine.forward(engine.emptyKv(batch.length), batch);
+  const outs = batch.map(() => [] as number[]);
+  const done = batch.map(() => false);
+  for (let t = 0; ; t++) {
+    if (step.graph !== 'wide') throw new Error(`step ${t} ran on the ${step.graph} graph, not the wide session`);
+    const next = step.logits.map((l) => argmax(l));
+    next.forEach((id, b) => {
+      if (done[b] || eos.has(id) || outs[b]!.length >= maxNew) done[b] = true;
+      else outs[b]!.push(id);
+    });
+    if (done.every(Boolean)) return outs;
+    step = await engine.forward(step.kv, next.map((id) => [id]));
+  }
+}
+
 function logSoftmax(x: Float32Array): Float64Array {
   let max = -Infinity;
   for (const v of x) max = Math.max(max, v);
@@ -96,6 +121,13 @@ const contenders: [string, InferenceSession, ModelInfo][] = [
 
 const answers: Record<string, number[][]> = {};
 for (const [name, s, m] of contenders) answers[name] = await Promise.all(prompts.map((p) => greedy(s, m, p)));
+{
+  const wideModel = decodeModel(withNBitsAccuracy(q4Bytes, 0));
+  dequantizeNBitsLayers(wideModel);
+  const wide = await session(encodeModel(wideModel));
+  answers['Patchbay q4 + wide f32, one batch'] = await greedyBatch(contenders[1]![1], wide, q4, prompts);
+  await wide.release();
+}
 if (args.gguf) {
   const llama = await LlamaCppLoop.create(resolve(args.gguf), threads, 1);
   const outs: number[][] = [];

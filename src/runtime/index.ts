@@ -8,7 +8,7 @@ import { addDeltaBranches, sliceLogits, withNBitsAccuracy, type DeltaRewrite, ty
 import type { DeltaLayer } from './delta-feeds.ts';
 import { findLinearLayers } from './graph/linear-layers.ts';
 import { keepDeltaBranches } from './graph/keep-branches.ts';
-import { decodeModel, encodeModel } from './graph/onnx.ts';
+import { decodeModel, encodeModel, intAttr } from './graph/onnx.ts';
 import { setNBitsAccuracy } from './graph/nbits-accuracy.ts';
 import { dequantizeNBitsLayers } from './graph/nbits-dequantize.ts';
 import { BaseVersions, type SwapEvent } from './versions/base-versions.ts';
@@ -249,6 +249,13 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
 function wideForm(plainBytes: Uint8Array, form: 'off' | 'f32' | 'int8'): Uint8Array | undefined {
   if (form === 'off') return undefined;
   const proto = decodeModel(plainBytes);
+  if (form === 'f32') {
+    // A float32 form over ONNX's 2 GB single-file limit cannot be encoded: refuse before allocating it.
+    const floats = (proto.graph?.node ?? []).filter((n) => n.opType === 'MatMulNBits' && !(n.name ?? '').includes('/nbits_lo/')).reduce((s, n) => s + intAttr(n, 'K', 0) * intAttr(n, 'N', 0), 0);
+    if (plainBytes.byteLength + 4 * floats > 2_000_000_000) {
+      throw new Error(`PATCHBAY_WIDE_SESSION=f32: this model's float32 form needs ${((plainBytes.byteLength + 4 * floats) / 1e9).toFixed(2)} GB, over ONNX's 2 GB single-file limit; use int8 or off`);
+    }
+  }
   const changed = form === 'f32' ? dequantizeNBitsLayers(proto) : setNBitsAccuracy(proto, 4);
   return changed > 0 ? encodeModel(proto) : undefined;
 }
