@@ -68,6 +68,20 @@ async function start(name: string, env: Record<string, string>): Promise<Server>
 const servers = [await start('A', envOf(args.env))];
 if (args['compare-env'] !== undefined) servers.push(await start('B', envOf(args['compare-env'])));
 
+let stopping: Promise<void> | undefined;
+const stopAll = () => (stopping ??= Promise.all(servers.map((s) => s.stop())).then(() => undefined));
+process.once('SIGTERM', () => {
+  console.log('\nSIGTERM: stopping the servers; the rounds measured so far:');
+  void stopAll().then(() => {
+    try {
+      report();
+    } catch (err) {
+      console.log(`nothing to report yet (${(err as Error).message})`);
+    }
+    process.exit(1);
+  });
+});
+
 /** Sums and counts of the series this bench reads, keyed by metric name plus labels. */
 async function scrape(server: Server): Promise<Map<string, number>> {
   const text = await (await fetch(`${server.url}/metrics`)).text();
@@ -153,37 +167,42 @@ if (concurrency > 1) {
     }
   }
 }
-for (const server of servers) await server.stop();
-const load1 = loadavg();
+await stopAll();
+report();
 
-const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
-const cell = (xs: number[]) => `${median(xs).toFixed(1)} (${range(xs)})`;
-console.log(`\nbench/lora-served — ${args.model} + ${args.lora}, ${tokens} new tokens, ${args.threads} thread(s), ${trials} interleaved rounds`);
-console.log(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')}`);
-const phases: [string, (p: Phases) => number][] = [
-  ['client (HTTP)', (p) => p.client],
-  ['server', (p) => p.server],
-  ['server CPU', (p) => p.cpu],
-  ['prefill step', (p) => p.prefill],
-  ['decode steps (sum)', (p) => p.decode],
-  ['decode step (mean)', (p) => p.decode / p.steps],
-  ['rest (server − steps)', (p) => p.server - p.prefill - p.decode],
-  ['client − server', (p) => p.client - p.server],
-];
-console.log('phase, ms: median (range)'.padEnd(26) + series.map((s) => s.label.padStart(26)).join(''));
-for (const [name, pick] of phases) console.log(name.padEnd(26) + series.map((s) => cell(s.runs.map(pick)).padStart(26)).join(''));
-const graphsOf = (ps: Phases[]) => [...new Set(ps.map((p) => `prefill ${p.prefillGraph}, decode ${JSON.stringify(p.graphs)}`))].join(' | ');
-for (const s of series) console.log(`graphs ${s.label}: ${graphsOf(s.runs)}`);
-const results: Record<string, unknown> = {};
-for (const server of servers) {
-  const [b, l] = series.filter((s) => s.server === server) as [(typeof series)[0], (typeof series)[0]];
-  const ratio = (pick: (p: Phases) => number) => median(l.runs.map(pick)) / median(b.runs.map(pick));
-  const pairs = l.runs.map((r, i) => r.client / b.runs[i]!.client);
-  const out = { client: ratio((p) => p.client), cpu: ratio((p) => p.cpu), step: ratio((p) => p.decode / p.steps), pairMedian: median(pairs), pairRange: [Math.min(...pairs), Math.max(...pairs)] };
-  results[server.name] = out;
-  console.log(
-    `server ${server.name}: adapter / base latency ${out.client.toFixed(3)} (per-round ratios median ${out.pairMedian.toFixed(3)}, ${out.pairRange.map((x) => x.toFixed(3)).join('–')}); ` +
-      `CPU ${out.cpu.toFixed(3)}; decode step ${out.step.toFixed(3)}`,
-  );
-  if (concurrency > 1) console.log(`  ${concurrency} concurrent: base ${cell(b.concurrent)} ms, adapter ${cell(l.concurrent)} ms: ratio ${(median(l.concurrent) / median(b.concurrent)).toFixed(3)}`);
+/** Prints what was measured so far (also on SIGTERM, e.g. a `timeout` around a run on a busy machine). */
+function report(): void {
+  const load1 = loadavg();
+
+  const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
+  const cell = (xs: number[]) => `${median(xs).toFixed(1)} (${range(xs)})`;
+  console.log(`\nbench/lora-served — ${args.model} + ${args.lora}, ${tokens} new tokens, ${args.threads} thread(s), ${series[0]!.runs.length} interleaved rounds`);
+  console.log(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')}`);
+  const phases: [string, (p: Phases) => number][] = [
+    ['client (HTTP)', (p) => p.client],
+    ['server', (p) => p.server],
+    ['server CPU', (p) => p.cpu],
+    ['prefill step', (p) => p.prefill],
+    ['decode steps (sum)', (p) => p.decode],
+    ['decode step (mean)', (p) => p.decode / p.steps],
+    ['rest (server − steps)', (p) => p.server - p.prefill - p.decode],
+    ['client − server', (p) => p.client - p.server],
+  ];
+  console.log('phase, ms: median (range)'.padEnd(26) + series.map((s) => s.label.padStart(26)).join(''));
+  for (const [name, pick] of phases) console.log(name.padEnd(26) + series.map((s) => cell(s.runs.map(pick)).padStart(26)).join(''));
+  const graphsOf = (ps: Phases[]) => [...new Set(ps.map((p) => `prefill ${p.prefillGraph}, decode ${JSON.stringify(p.graphs)}`))].join(' | ');
+  for (const s of series) console.log(`graphs ${s.label}: ${graphsOf(s.runs)}`);
+  const results: Record<string, unknown> = {};
+  for (const server of servers) {
+    const [b, l] = series.filter((s) => s.server === server) as [(typeof series)[0], (typeof series)[0]];
+    const ratio = (pick: (p: Phases) => number) => median(l.runs.map(pick)) / median(b.runs.map(pick));
+    const pairs = l.runs.slice(0, b.runs.length).map((r, i) => r.client / b.runs[i]!.client);
+    const out = { client: ratio((p) => p.client), cpu: ratio((p) => p.cpu), step: ratio((p) => p.decode / p.steps), pairMedian: median(pairs), pairRange: [Math.min(...pairs), Math.max(...pairs)] };
+    results[server.name] = out;
+    console.log(
+      `server ${server.name}: adapter / base latency ${out.client.toFixed(3)} (per-round ratios median ${out.pairMedian.toFixed(3)}, ${out.pairRange.map((x) => x.toFixed(3)).join('–')}); ` +
+        `CPU ${out.cpu.toFixed(3)}; decode step ${out.step.toFixed(3)}`,
+    );
+    if (concurrency > 1) console.log(`  ${concurrency} concurrent: base ${cell(b.concurrent)} ms, adapter ${cell(l.concurrent)} ms: ratio ${(median(l.concurrent) / median(b.concurrent)).toFixed(3)}`);
+  }
 }
