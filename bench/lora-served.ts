@@ -71,15 +71,14 @@ if (args['compare-env'] !== undefined) servers.push(await start('B', envOf(args[
 let stopping: Promise<void> | undefined;
 const stopAll = () => (stopping ??= Promise.all(servers.map((s) => s.stop())).then(() => undefined));
 process.once('SIGTERM', () => {
-  console.log('\nSIGTERM: stopping the servers; the rounds measured so far:');
-  void stopAll().then(() => {
-    try {
-      report();
-    } catch (err) {
-      console.log(`nothing to report yet (${(err as Error).message})`);
-    }
-    process.exit(1);
-  });
+  // Reported first: the wrappers (npm, tsx) may not wait long for this process once they got the signal.
+  console.log('\nSIGTERM: the rounds measured so far, then stopping the servers');
+  try {
+    report();
+  } catch (err) {
+    console.log(`nothing to report yet (${(err as Error).message})`);
+  }
+  void stopAll().then(() => process.exit(1));
 });
 
 /** Sums and counts of the series this bench reads, keyed by metric name plus labels. */
