@@ -4,6 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { freePort } from '../../bench/lib/server-process.ts';
 import { REPO_ROOT } from './helpers.ts';
 
@@ -15,12 +18,17 @@ export interface MainProcess {
   stop(): Promise<void>;
 }
 
-/** Polls /readyz every 100 ms, `readyTries` times; a process that exits or never gets ready is killed and its output thrown. */
+/**
+ * Polls /readyz every 100 ms, `readyTries` times; a process that exits or never gets ready is killed and its output thrown.
+ * Without PATCHBAY_DATA_DIR in `env` the process gets a fresh one: the checkout's `data/` would carry edit logs
+ * and registrations from earlier runs (written under other settings) into this one.
+ */
 export async function startMain(env: Record<string, string>, readyTries = 300): Promise<MainProcess> {
   const port = await freePort();
+  const dataDir = env.PATCHBAY_DATA_DIR ?? mkdtempSync(join(tmpdir(), 'patchbay-data-'));
   const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: REPO_ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PATCHBAY_THREADS: '1', ...env },
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PATCHBAY_THREADS: '1', PATCHBAY_DATA_DIR: dataDir, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -38,6 +46,7 @@ export async function startMain(env: Record<string, string>, readyTries = 300): 
           const exited = once(proc, 'exit');
           proc.kill('SIGTERM');
           await exited;
+          if (env.PATCHBAY_DATA_DIR === undefined) rmSync(dataDir, { recursive: true, force: true });
         },
       };
     }
