@@ -158,8 +158,9 @@ export class SearchHost implements EditSearch {
       }
       throw error;
     }
-    // The worker may have died since it booted: a replacement is then starting, and takes this request after its init.
-    if (!this.worker) this.boot();
+    // The worker may have died since it booted: a replacement is then starting, and takes this request after
+    // its init (if that fails, so does this request, with the reason).
+    if (!this.worker) void this.boot().catch(() => undefined);
     return this.post(this.worker!, body, transfer);
   }
 
