@@ -52,8 +52,9 @@ async function completions(url: string, model: string, ms: number, clients: numb
 export async function serveDuringStream(url: string, token: string, seconds: number, clients = 4, maxTokens = 32): Promise<ServeDuringStream> {
   const model = ((await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] }).data[0]!.id;
   const ms = seconds * 1000;
-  // Untimed warm-up: right after /readyz the process still JIT-compiles and starts its spare session worker.
-  await completions(url, model, 3000, clients, maxTokens);
+  // Untimed warm-up: right after /readyz the process still JIT-compiles and starts its spare session worker;
+  // the first 6 s ran at ~1/3 of the next windows' throughput with the worker on and off alike (BENCHMARKS).
+  await completions(url, model, 10_000, clients, maxTokens);
   const alone1 = await completions(url, model, ms, clients, maxTokens);
   // The counterfactual stream of eval:edits (prompt, target, subject), as NDJSON lines.
   const lines = factStream(loadFacts(), 1000).edits.map((e) => JSON.stringify({ prompt: e.prompt, target: e.target, subject: e.subject }));
