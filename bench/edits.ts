@@ -17,7 +17,7 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } fro
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { EditState, type LayerEdit } from '../src/edits/edit-state.ts';
+import { EditState } from '../src/edits/edit-state.ts';
 import { EditStore } from '../src/edits/edit-store.ts';
 import { BatchKv } from '../src/runtime/batch-kv.ts';
 import { Engine } from '../src/runtime/engine.ts';
@@ -28,6 +28,7 @@ import { startServer } from './lib/server-process.ts';
 import { median } from './lib/stats.ts';
 import { weightFeeds, weightsAsInputs } from './lib/weights-as-inputs.ts';
 import { editLayerSpecs } from './lib/edit-specs.ts';
+import { commitStream, rawEdits, rng, type CommitSample } from './lib/commit-stream.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -48,34 +49,35 @@ const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...x
 const bytes = new Uint8Array(readFileSync('models/tiny-gpt2/onnx/model.onnx'));
 const { table, specs } = editLayerSpecs(bytes);
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5);
-}
-
 // 1. One long stream.
 if (!skip.has('stream')) {
   const n = Number(args.stream);
   const dir = mkdtempSync(join(tmpdir(), 'bench-edits-'));
   const store = await EditStore.open({ dir, specs, lambda: 1, mu: 1, fingerprint: 'bench', snapshotEvery: 250, keepSnapshots: 2 });
-  const r = rng(5);
-  const ms: number[] = [];
-  const t0 = performance.now();
-  for (let i = 1; i <= n; i++) {
-    const parts: LayerEdit[] = specs.map((s) => ({ layer: s.name, u: 1, keys: Float64Array.from({ length: s.dK }, () => Math.abs(r())), values: Float64Array.from({ length: s.dV }, r) }));
-    const s0 = performance.now();
-    store.commit(parts, { source: 'raw' });
-    ms.push(performance.now() - s0);
-  }
-  const total = (performance.now() - t0) / 1000;
+  console.log(`load average at the start: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  const { commits, memory, seconds } = await commitStream(store, n, rawEdits(specs));
   // Window of 11 edits around each mark, leaving out the snapshot writes (every 250th edit), reported apart.
-  const around = (k: number) => ms.slice(Math.max(0, k - 6), Math.min(n, k + 5)).filter((_, j) => (Math.max(0, k - 6) + j + 1) % 250 !== 0);
-  const marks = [10, 1000, 10000].filter((k) => k <= n);
+  const around = (k: number) => commits.slice(Math.max(0, k - 6), Math.min(n, k + 5)).filter((c) => c.snapshotMs === 0);
+  const marks = [...new Set([10, 1000, 10000, n])].filter((k) => k <= n).sort((a, b) => a - b);
+  const phase = (k: number, key: keyof CommitSample) => median(around(k).map((c) => c[key])).toFixed(2);
   console.log(`1. one stream of ${n} raw edits (u = 1 per layer, ${specs.map((s) => `${s.name} ${s.dK}×${s.dV}`).join(', ')}), commit incl. fsync`);
-  for (const k of marks) console.log(`   edit #${k}: median ${median(around(k)).toFixed(2)} ms (${range(around(k))}) over edits ${k - 5}…${k + 5}`);
-  const first = median(around(marks[0]!));
-  const last = median(around(marks.at(-1)!));
-  console.log(`   #${marks.at(-1)} / #${marks[0]} = ${(last / first).toFixed(2)} (goal ≤ 1.2); snapshot edits (every 250th) median ${median(ms.filter((_, j) => (j + 1) % 250 === 0)).toFixed(1)} ms; ${(n / total).toFixed(1)} edits/s overall; log ${(store.stats().logBytes / 2 ** 20).toFixed(1)} MiB\n`);
+  console.log('   edit     commit median (range)     validate   write   fsync woodbury      gc  on-cpu  waited (medians over edits k−5…k+5, ms)');
+  for (const k of marks) {
+    const ms = around(k).map((c) => c.ms);
+    console.log(`   #${String(k).padEnd(6)} ${median(ms).toFixed(2).padStart(7)} (${range(ms)})`.padEnd(38) + ['validateMs', 'writeMs', 'fsyncMs', 'applyMs', 'gcMs', 'cpuMs', 'waitMs'].map((p) => phase(k, p as keyof CommitSample).padStart(8)).join(''));
+  }
+  const first = median(around(marks[0]!).map((c) => c.ms));
+  const last = median(around(marks.at(-1)!).map((c) => c.ms));
+  const cpu = (k: number) => median(around(k).map((c) => c.cpuMs));
+  const snaps = commits.filter((c) => c.snapshotMs > 0);
+  console.log(`   #${marks.at(-1)} / #${marks[0]} = ${(last / first).toFixed(2)} (goal ≤ 1.2); on-CPU time #${marks.at(-1)} / #${marks[0]} = ${(cpu(marks.at(-1)!) / cpu(marks[0]!)).toFixed(2)}; snapshot edits (every 250th) median ${median(snaps.map((c) => c.ms)).toFixed(1)} ms; ${(n / seconds).toFixed(1)} edits/s overall; log ${(store.stats().logBytes / 2 ** 20).toFixed(1)} MiB`);
+  // The whole stream in blocks (each ~1/10 of it): where a trend would show, away from the marks' small windows.
+  const block = Math.max(1, Math.round(n / 10));
+  const blocks = Array.from({ length: Math.ceil(n / block) }, (_, b) => commits.slice(b * block, (b + 1) * block).filter((c) => c.snapshotMs === 0));
+  const col = (key: keyof CommitSample) => blocks.map((b) => median(b.map((c) => c[key])).toFixed(1)).join(' ');
+  console.log(`   per block of ${block} edits (medians, ms): wall ${col('ms')}\n      on-cpu ${col('cpuMs')}\n      waited ${col('waitMs')}\n      woodbury ${col('applyMs')}\n      fsync ${col('fsyncMs')}`);
+  console.log('   memory after edit: ' + memory.map((m) => `#${m.edit} heap ${m.heapUsedMiB.toFixed(1)} MiB, buffers ${m.arrayBuffersMiB.toFixed(1)} MiB, rss ${m.rssMiB.toFixed(0)} MiB, gc ${(m.gcTotalMs / 1000).toFixed(2)} s, load ${m.load1.toFixed(1)}`).join('\n                      '));
+  console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   store.close();
   rmSync(dir, { recursive: true, force: true });
 }

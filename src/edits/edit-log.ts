@@ -147,13 +147,16 @@ export class EditLog {
     return this.size;
   }
 
-  /** Writes the record and fsyncs; returns once it is on disk. */
-  append(rec: LogRecord): void {
+  /** Writes the record and fsyncs; returns once it is on disk, with the time spent in each (ms). */
+  append(rec: LogRecord): { writeMs: number; fsyncMs: number } {
     if (this.fd === undefined) throw new Error('the edit log is closed');
+    const t0 = performance.now();
     const bytes = encodeRecord(rec);
+    let t1 = t0;
     try {
       let done = 0;
       while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done);
+      t1 = performance.now();
       fsyncSync(this.fd);
     } catch (err) {
       // Leave no partial record behind (a full disk, say): the next append must start on a record boundary.
@@ -161,6 +164,7 @@ export class EditLog {
       throw err;
     }
     this.size += bytes.length;
+    return { writeMs: t1 - t0, fsyncMs: performance.now() - t1 };
   }
 
   close(): void {
