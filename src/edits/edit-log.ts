@@ -11,6 +11,10 @@
  * `append` returns only after fsync, so an acknowledged record survives a crash (SIGKILL, power loss with an
  * honest disk). A crash mid-write leaves at most one torn record at the tail; `open` detects it (short
  * read or CRC mismatch) and truncates it away — it was never acknowledged.
+ *
+ * `open` checks every record but keeps only an index (type, seq, offset: tens of bytes per edit); an edit's
+ * float data (u·(d_k + d_v)·8 bytes per layer, 20 KB for one tiny-gpt2 key, far more on SmolLM2) is read back
+ * by `readEdit` only when a replay needs it, so neither a restart nor a rollback holds the whole log in memory.
  */
 import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -58,13 +62,26 @@ export function encodeRecord(rec: LogRecord): Buffer {
   return Buffer.concat([frame, payload]);
 }
 
+type RecordHead =
+  | { type: 'init'; fingerprint: string }
+  | { type: 'rollback'; toSeq: number }
+  | { type: 'edit'; seq: number; parts: { layer: string; u: number }[]; meta: EditMeta };
+
+/** Where a record lies in the log (frame start, frame + payload length) and what its head says, without float data. */
+export type LogEntry = ({ type: 'init'; fingerprint: string } | { type: 'rollback'; toSeq: number } | { type: 'edit'; seq: number }) & {
+  offset: number;
+  length: number;
+};
+
+function decodeHead(payload: Buffer): RecordHead {
+  const jsonLen = payload.readUInt32LE(0);
+  return JSON.parse(payload.subarray(4, 4 + jsonLen).toString('utf8')) as RecordHead;
+}
+
 /** Decodes one payload; `dims` gives each layer's (d_k, d_v) to cut the float data. */
 function decodePayload(payload: Buffer, dims: LayerDims): LogRecord {
   const jsonLen = payload.readUInt32LE(0);
-  const head = JSON.parse(payload.subarray(4, 4 + jsonLen).toString('utf8')) as
-    | { type: 'init'; fingerprint: string }
-    | { type: 'rollback'; toSeq: number }
-    | { type: 'edit'; seq: number; parts: { layer: string; u: number }[]; meta: EditMeta };
+  const head = decodeHead(payload);
   if (head.type !== 'edit') return head;
   const pad = (8 - ((4 + jsonLen) % 8)) % 8;
   let off = 4 + jsonLen + pad;
@@ -85,31 +102,48 @@ function decodePayload(payload: Buffer, dims: LayerDims): LogRecord {
 
 export type LayerDims = (layer: string) => { dK: number; dV: number } | undefined;
 
-function readAll(fd: number, size: number): Buffer {
+/** Reads `size` bytes at `position` (fewer at the end of the file). */
+function readAt(fd: number, size: number, position: number): Buffer {
   const buf = Buffer.alloc(size);
   let got = 0;
   while (got < size) {
-    const n = readSync(fd, buf, got, size - got, got);
+    const n = readSync(fd, buf, got, size - got, position + got);
     if (n === 0) break;
     got += n;
   }
   return buf.subarray(0, got);
 }
 
-/** Complete records from the start of `buf`; `end` is where the first torn or corrupt record begins. */
-function parseRecords(buf: Buffer, dims: LayerDims): { records: LogRecord[]; end: number } {
-  const records: LogRecord[] = [];
+/** The checked payload of the record framed at `off`, or undefined if it is torn or corrupt (or past `size`). */
+function readPayload(fd: number, off: number, size: number): Buffer | undefined {
+  if (off + 12 > size) return undefined;
+  const frame = readAt(fd, 12, off);
+  if (frame.length < 12 || frame.readUInt32LE(0) !== MAGIC) return undefined;
+  const len = frame.readUInt32LE(4);
+  if (off + 12 + len > size) return undefined;
+  const payload = readAt(fd, len, off + 12);
+  if (payload.length < len || crc32(payload) !== frame.readUInt32LE(8)) return undefined;
+  return payload;
+}
+
+/**
+ * Every complete record from the start of the file, one at a time (memory: one record), as an index;
+ * `end` is where the first torn or corrupt record begins. Edits naming a layer `dims` does not know are refused.
+ */
+function scanRecords(fd: number, size: number, dims: LayerDims): { entries: LogEntry[]; end: number } {
+  const entries: LogEntry[] = [];
   let off = 0;
-  while (off + 12 <= buf.length) {
-    if (buf.readUInt32LE(off) !== MAGIC) break;
-    const len = buf.readUInt32LE(off + 4);
-    if (off + 12 + len > buf.length) break;
-    const payload = buf.subarray(off + 12, off + 12 + len);
-    if (crc32(payload) !== buf.readUInt32LE(off + 8)) break;
-    records.push(decodePayload(payload, dims));
-    off += 12 + len;
+  for (let payload = readPayload(fd, off, size); payload !== undefined; payload = readPayload(fd, off, size)) {
+    const head = decodeHead(payload);
+    const length = 12 + payload.length;
+    if (head.type === 'edit') {
+      const unknown = head.parts.find((p) => !dims(p.layer));
+      if (unknown) throw new Error(`edit log names layer ${unknown.layer}, which is not edited by this configuration`);
+      entries.push({ type: 'edit', seq: head.seq, offset: off, length });
+    } else entries.push({ ...head, offset: off, length });
+    off += length;
   }
-  return { records, end: off };
+  return { entries, end: off };
 }
 
 export class EditLog {
@@ -117,38 +151,41 @@ export class EditLog {
     private fd: number | undefined,
     readonly path: string,
     private size: number,
+    private readonly dims: LayerDims,
   ) {}
 
   /**
-   * Opens (creating if needed) the log and reads every complete record. A torn tail is cut off the file.
-   * `dims` maps a layer to its (d_k, d_v).
+   * Opens (creating if needed) the log and checks every complete record, returning their index. A torn tail is
+   * cut off the file. `dims` maps a layer to its (d_k, d_v).
    */
-  static open(path: string, dims: LayerDims): { log: EditLog; records: LogRecord[]; truncatedBytes: number } {
+  static open(path: string, dims: LayerDims): { log: EditLog; entries: LogEntry[]; truncatedBytes: number } {
     mkdirSync(dirname(path), { recursive: true });
     const created = !existsSync(path);
     const fd = openSync(path, 'a+');
     if (created) fsyncDir(dirname(path));
     const size = fstatSync(fd).size;
-    const { records, end } = parseRecords(readAll(fd, size), dims);
+    const { entries, end } = scanRecords(fd, size, dims);
     if (end < size) {
       ftruncateSync(fd, end);
       fsyncSync(fd);
     }
-    return { log: new EditLog(fd, path, end), records, truncatedBytes: size - end };
+    return { log: new EditLog(fd, path, end, dims), entries, truncatedBytes: size - end };
   }
 
-  /** Every complete record of the log as it is now (for a rollback's replay). */
-  readRecords(dims: LayerDims): LogRecord[] {
+  /** The full record (keys and values included) at an index entry from `open` or `append`. */
+  read(entry: Pick<LogEntry, 'offset'>): LogRecord {
     if (this.fd === undefined) throw new Error('the edit log is closed');
-    return parseRecords(readAll(this.fd, this.size), dims).records;
+    const payload = readPayload(this.fd, entry.offset, this.size);
+    if (!payload) throw new Error(`${this.path}: no intact record at byte ${entry.offset}`);
+    return decodePayload(payload, this.dims);
   }
 
   get bytes(): number {
     return this.size;
   }
 
-  /** Writes the record and fsyncs; returns once it is on disk, with the time spent in each (ms). */
-  append(rec: LogRecord): { writeMs: number; fsyncMs: number } {
+  /** Writes the record and fsyncs; returns once it is on disk, with its place and the time spent in each (ms). */
+  append(rec: LogRecord): { offset: number; length: number; writeMs: number; fsyncMs: number } {
     if (this.fd === undefined) throw new Error('the edit log is closed');
     const t0 = performance.now();
     const bytes = encodeRecord(rec);
@@ -163,8 +200,9 @@ export class EditLog {
       ftruncateSync(this.fd, this.size);
       throw err;
     }
+    const offset = this.size;
     this.size += bytes.length;
-    return { writeMs: t1 - t0, fsyncMs: performance.now() - t1 };
+    return { offset, length: bytes.length, writeMs: t1 - t0, fsyncMs: performance.now() - t1 };
   }
 
   close(): void {

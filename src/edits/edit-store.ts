@@ -6,9 +6,13 @@
  *
  * Seqs grow monotonically for the life of the log (a rollback never reuses them); the effective history is
  * the list of seqs applied, and `x-patchbay-edit-seq` is its last element (0 = no edit).
+ *
+ * Memory does not grow with the stream beyond the history and an index of where each applied edit lies in the
+ * log (tens of bytes per edit): keys and values are read back from the log only for the records a replay
+ * applies (those after the snapshot it starts from), and nothing of a committed edit is kept.
  */
 import { join } from 'node:path';
-import { EditLog, type EditMeta, type LayerDims, type LogRecord } from './edit-log.ts';
+import { EditLog, type EditMeta, type LayerDims, type LogEntry } from './edit-log.ts';
 import { EditState, type LayerEdit, type LayerSpec } from './edit-state.ts';
 import { EditError } from './errors.ts';
 import { SnapshotStore } from './snapshots.ts';
@@ -27,7 +31,8 @@ export interface EditStoreOptions {
   keepSnapshots: number;
 }
 
-type EditRecord = Extract<LogRecord, { type: 'edit' }>;
+/** Where each applied edit's record lies in the log, by seq. */
+type EditIndex = Map<number, Pick<LogEntry, 'offset'>>;
 
 /** Where the last commit's time went (ms): what `bench:edits` reports per phase. */
 export interface CommitPhases {
@@ -46,19 +51,23 @@ export class EditStore {
   private sinceSnapshot = 0;
   private rollbacks = 0;
   lastCommit: CommitPhases = { validateMs: 0, writeMs: 0, fsyncMs: 0, applyMs: 0, snapshotMs: 0 };
+  /** The last rollback's replay: the snapshot it started from and how many edit records it read back. */
+  lastRollback: { fromSnapshot: number; replayedEdits: number } | undefined;
   private constructor(
     private state: EditState,
     private readonly log: EditLog,
     private readonly snapshots: SnapshotStore,
     private readonly opts: EditStoreOptions,
     private nextSeq: number,
-    readonly replayed: { records: number; truncatedBytes: number; fromSnapshot: number; ms: number },
+    private readonly index: EditIndex,
+    /** At open: log records, torn bytes cut, the snapshot the replay started from, edit records read back, time. */
+    readonly replayed: { records: number; truncatedBytes: number; fromSnapshot: number; replayedEdits: number; ms: number },
   ) {}
 
   static async open(opts: EditStoreOptions): Promise<EditStore> {
     const t0 = performance.now();
     const dims: LayerDims = (name) => opts.specs.find((s) => s.name === name);
-    const { log, records, truncatedBytes } = EditLog.open(join(opts.dir, 'edits.log'), dims);
+    const { log, entries: records, truncatedBytes } = EditLog.open(join(opts.dir, 'edits.log'), dims);
     try {
       const init = records[0];
       if (init === undefined) log.append({ type: 'init', fingerprint: opts.fingerprint });
@@ -75,11 +84,13 @@ export class EditStore {
       if (!snapshots.has(0)) snapshots.write(await EditState.initial(opts.specs, opts.lambda, opts.mu));
       const start = snapshots.bestFor(history)!;
       const fromSnapshot = start.seq;
-      const state = replay(start, history, bySeq);
-      const store = new EditStore(state, log, snapshots, opts, maxSeq + 1, {
+      const replayedEdits = history.length - start.history.length;
+      const state = replay(start, history, bySeq, log);
+      const store = new EditStore(state, log, snapshots, opts, maxSeq + 1, bySeq, {
         records: records.length,
         truncatedBytes,
         fromSnapshot,
+        replayedEdits,
         ms: performance.now() - t0,
       });
       store.edits = records.filter((r) => r.type === 'edit').length;
@@ -99,13 +110,19 @@ export class EditStore {
     return this.state.seq;
   }
 
+  /** μ this state was built with (the log's fingerprint covers it). */
+  get mu(): number {
+    return this.opts.mu;
+  }
+
   /** Validates, logs (fsync) and applies one edit; returns its seq. Throws EditError and changes nothing on bad input. */
   commit(parts: readonly LayerEdit[], meta: EditMeta): number {
     const t0 = performance.now();
     this.validate(parts);
     const seq = this.nextSeq;
     const t1 = performance.now();
-    const { writeMs, fsyncMs } = this.log.append({ type: 'edit', seq, parts: [...parts], meta });
+    const { offset, writeMs, fsyncMs } = this.log.append({ type: 'edit', seq, parts: [...parts], meta });
+    this.index.set(seq, { offset });
     this.nextSeq++;
     const t2 = performance.now();
     this.state.apply(seq, parts);
@@ -130,13 +147,16 @@ export class EditStore {
     }
     if (toSeq === this.seq) return;
     const target = toSeq === 0 ? [] : history.slice(0, at + 1);
-    const { bySeq } = effectiveHistory(this.log.readRecords((name) => this.opts.specs.find((s) => s.name === name)));
     const start = this.snapshots.bestFor(target)!;
-    const rebuilt = replay(start, target, bySeq);
+    const replayed = { fromSnapshot: start.seq, replayedEdits: target.length - start.history.length };
+    const rebuilt = replay(start, target, this.index, this.log);
     this.log.append({ type: 'rollback', toSeq });
+    // The edits after toSeq can never be applied again (seqs are not reused): drop them from the index.
+    for (const seq of history.slice(target.length)) this.index.delete(seq);
     this.state = rebuilt;
     this.rollbacks++;
     this.sinceSnapshot = 0;
+    this.lastRollback = replayed;
   }
 
   stats(): { seq: number; count: number; logged: number; rollbacks: number; logBytes: number; snapshots: number[]; nextSeq: number } {
@@ -177,24 +197,33 @@ export class EditStore {
   }
 }
 
-/** Replays the edit records of `history` that come after `start`'s own history. */
-function replay(start: EditState, history: readonly number[], bySeq: ReadonlyMap<number, EditRecord>): EditState {
-  for (const seq of history.slice(start.history.length)) start.apply(seq, bySeq.get(seq)!.parts);
+/** Replays the edit records of `history` that come after `start`'s own history, reading each from the log. */
+function replay(start: EditState, history: readonly number[], index: EditIndex, log: EditLog): EditState {
+  for (const seq of history.slice(start.history.length)) {
+    const rec = log.read(index.get(seq)!);
+    if (rec.type !== 'edit' || rec.seq !== seq) throw new Error(`${log.path}: the index points at another record for seq ${seq}`);
+    start.apply(seq, rec.parts);
+  }
   return start;
 }
 
-/** The seqs in effect after every record (edits append, a rollback truncates), each edit by seq, the largest seq. */
-function effectiveHistory(records: readonly LogRecord[]): { history: number[]; bySeq: Map<number, EditRecord>; maxSeq: number } {
+/**
+ * The seqs in effect after every record (edits append, a rollback truncates), where each of those edits lies in
+ * the log, the largest seq ever used.
+ */
+function effectiveHistory(entries: readonly LogEntry[]): { history: number[]; bySeq: EditIndex; maxSeq: number } {
   let history: number[] = [];
-  const bySeq = new Map<number, EditRecord>();
+  const bySeq: EditIndex = new Map();
   let maxSeq = 0;
-  for (const r of records) {
+  for (const r of entries) {
     if (r.type === 'edit') {
       history.push(r.seq);
-      bySeq.set(r.seq, r);
+      bySeq.set(r.seq, { offset: r.offset });
       maxSeq = Math.max(maxSeq, r.seq);
     } else if (r.type === 'rollback') {
-      history = history.filter((s) => s <= r.toSeq);
+      const kept = history.filter((s) => s <= r.toSeq);
+      for (const s of history.slice(kept.length)) bySeq.delete(s);
+      history = kept;
     }
   }
   return { history, bySeq, maxSeq };
