@@ -10,7 +10,8 @@
  * Usage (one command, resumable: rerun the same command after an interruption and it continues from the last
  * checkpoint in --state):
  *   npm run eval:edits -- --policy rls --edits 1000 --marks 100,1000 --out bench/out/edits-rls.json
- *     [--state DIR] [--keys subject|subject+targets|targets] [--layers 1,2] [--stats FILE] [--lambda 1] [--mu 1]
+ *     [--state DIR] [--keys subject|subject+targets|targets] [--anchors S1,S2,…] [--layers 0,1] [--stats FILE] [--lambda 1] [--mu 10]
+ *     (defaults: the layers and μ recorded in the statistics file)
  *     [--steps 25] [--lr 0.5] [--wd 0.5] [--clamp 4] [--stop 0.05]
  * Runs in-process on TypeScript + ORT (no server); keys and values are recomputed for every edit with the
  * weights as edited so far, exactly as the server does.
@@ -22,7 +23,7 @@ import { EditComputer } from '../src/edits/compute.ts';
 import { EditState } from '../src/edits/edit-state.ts';
 import { Gpt2Upper } from '../src/edits/gpt2-upper.ts';
 import { KeyProbe } from '../src/edits/probe.ts';
-import { DEFAULT_EDIT_SETTINGS, type EditSettings, type KeyPositions } from '../src/edits/settings.ts';
+import { DEFAULT_EDIT_SETTINGS, resolveAnchors, resolveMu, type EditSettings, type KeyPositions } from '../src/edits/settings.ts';
 import { SnapshotStore } from '../src/edits/snapshots.ts';
 import { readModelInfo } from '../src/runtime/model-config.ts';
 import { HfTokenizer } from '../src/runtime/tokenizer.ts';
@@ -34,7 +35,7 @@ const { values: args } = parseArgs({
     policy: { type: 'string', default: 'rls' }, edits: { type: 'string', default: '100' }, marks: { type: 'string' }, out: { type: 'string' },
     state: { type: 'string' }, 'checkpoint-every': { type: 'string', default: '50' }, heldout: { type: 'string', default: '2048' },
     keys: { type: 'string', default: 'subject+targets' }, layers: { type: 'string' }, stats: { type: 'string', default: 'models/tiny-gpt2/edit_stats.safetensors' },
-    lambda: { type: 'string' }, mu: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, wd: { type: 'string' }, clamp: { type: 'string' }, stop: { type: 'string' },
+    anchors: { type: 'string' }, lambda: { type: 'string' }, mu: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, wd: { type: 'string' }, clamp: { type: 'string' }, stop: { type: 'string' },
   },
 });
 const N = Number(args.edits);
@@ -45,18 +46,21 @@ if (!(resetEvery >= 1)) throw new Error(`--policy ${policy}: expected rls, hard 
 const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
 const vs = DEFAULT_EDIT_SETTINGS.valueSearch;
 const keyMode = args.keys as KeyPositions | 'targets';
-const settings: EditSettings = {
+const bytes = new Uint8Array(readFileSync('models/tiny-gpt2/onnx/model.onnx'));
+const all = editLayerSpecs(bytes, args.stats);
+const settings: EditSettings & { mu: number } = {
   ...DEFAULT_EDIT_SETTINGS,
   keys: keyMode === 'targets' ? 'subject+targets' : keyMode,
+  // Default: the anchor subjects recorded with the statistics, as the server does (--anchors '' = none).
+  anchorSubjects: resolveAnchors(args.anchors === undefined ? {} : { anchorSubjects: args.anchors.split(',').filter((s) => s !== '') }, all.metadata),
   lambda: num(args.lambda, DEFAULT_EDIT_SETTINGS.lambda),
-  mu: num(args.mu, DEFAULT_EDIT_SETTINGS.mu),
+  // Default: the μ recorded with the statistics, as the server does.
+  mu: resolveMu({ ...(args.mu !== undefined ? { mu: Number(args.mu) } : {}) }, all.metadata),
   valueSearch: { steps: num(args.steps, vs.steps), lr: num(args.lr, vs.lr), weightDecay: num(args.wd, vs.weightDecay), clamp: num(args.clamp, vs.clamp), stopNll: num(args.stop, vs.stopNll) },
 };
 
-const bytes = new Uint8Array(readFileSync('models/tiny-gpt2/onnx/model.onnx'));
 const model = await readModelInfo('models/tiny-gpt2');
 const tok = await HfTokenizer.load(model.dir);
-const all = editLayerSpecs(bytes, args.stats);
 const layers = args.layers ? args.layers.split(',').map((i) => `transformer.h.${i}.mlp.c_proj`) : all.layers;
 const specs = layers.map((n) => {
   const s = all.specs.find((x) => x.name === n);
@@ -69,7 +73,7 @@ const top = Math.max(...layers.map((n) => Number(/\.h\.(\d+)\./.exec(n)![1])));
 const computer = new EditComputer(probe, new Gpt2Upper((n) => table.read(n), top + 1, model.numLayers, 256, model.numKvHeads, model.vocabSize), tok, settings, model.contextLength);
 const initial = await EditState.initial(specs, settings.lambda, settings.mu);
 const c0 = initial.layers.map((l) => Float64Array.from(l.c));
-const config = { policy, edits: N, keys: keyMode, layers, lambda: settings.lambda, mu: settings.mu, value_search: settings.valueSearch, stats: args.stats };
+const config = { policy, edits: N, keys: keyMode, anchors: settings.anchorSubjects, layers, lambda: settings.lambda, mu: settings.mu, value_search: settings.valueSearch, stats: args.stats };
 
 async function greedy(state: EditState, prompt: string, n: number): Promise<number[]> {
   const ids = tok.encode(prompt);

@@ -123,9 +123,9 @@ const ConfigSchema = z.object({
   edits: z.enum(['auto', 'off']).default('auto'),
   /** Edited layers (comma-separated HF module paths); unset = every layer the key statistics cover. */
   editLayers: z.string().transform((v) => v.split(',').map((s) => s.trim()).filter((s) => s !== '')).optional(),
-  /** RLSEdit λ (pull toward W₀) and μ (pull toward the anchor mapping on typical keys). */
+  /** RLSEdit λ (pull toward W₀) and μ (pull toward the anchor mapping on typical keys; unset: the model's edit_stats `mu`, else 1). */
   editLambda: z.coerce.number().positive().finite().default(1),
-  editMu: z.coerce.number().min(0).finite().default(1),
+  editMu: z.coerce.number().min(0).finite().optional(),
   editKeys: z.enum(['subject', 'subject+targets']).default('subject+targets'),
   /** Where a prompt edit's key probe and value search run: a worker thread (`on`) or the serving thread (`off`). */
   editWorker: z.enum(['on', 'off']).default('on'),
@@ -134,6 +134,8 @@ const ConfigSchema = z.object({
    * edit waits (bench:edits part 2 measures both); it changes nothing while a core is idle.
    */
   editWorkerNice: z.coerce.number().int().min(0).max(19).default(10),
+  /** Anchor subjects (comma-separated, or `none`); unset = those the model's edit_stats records, else none. */
+  editAnchors: z.string().transform((v) => (v.trim() === 'none' ? [] : v.split(',').map((s) => s.trim()).filter((s) => s !== ''))).optional(),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -180,6 +182,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   editKeys: { env: 'PATCHBAY_EDIT_KEYS', flag: 'edit-keys' },
   editWorker: { env: 'PATCHBAY_EDIT_WORKER', flag: 'edit-worker' },
   editWorkerNice: { env: 'PATCHBAY_EDIT_WORKER_NICE', flag: 'edit-worker-nice' },
+  editAnchors: { env: 'PATCHBAY_EDIT_ANCHORS', flag: 'edit-anchors' },
 };
 
 /** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */

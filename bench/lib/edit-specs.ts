@@ -7,7 +7,7 @@ import { InitializerTable } from '../../src/runtime/versions/initializer-table.t
 export function editLayerSpecs(
   modelBytes: Uint8Array,
   statsPath = 'models/tiny-gpt2/edit_stats.safetensors',
-): { table: InitializerTable; layers: string[]; specs: LayerSpec[] } {
+): { table: InitializerTable; layers: string[]; specs: LayerSpec[]; metadata: Readonly<Record<string, string>> } {
   const table = InitializerTable.of(modelBytes);
   const stats = decodeSafetensors(new Uint8Array(readFileSync(statsPath)));
   const layers = JSON.parse(stats.header.metadata['layers']!) as string[];
@@ -17,5 +17,5 @@ export function editLayerSpecs(
     const dK = Math.sqrt(mom2.length);
     return { name, initializer: `${name}.weight`, dK, dV: w0.length / dK, w0, mom2 };
   });
-  return { table, layers, specs };
+  return { table, layers, specs, metadata: stats.header.metadata };
 }

@@ -63,18 +63,23 @@ export class EditComputer {
     const { targetIds } = this.check(edit);
     const layers = this.probe.layers;
     const { contexts, keys, u } = await this.contexts(edit, targetIds, state);
+    const anchors = await this.anchorKeys(edit, state);
+    const n = anchors.count;
     onSearch?.();
     const search = this.searchDelta(contexts, u);
     const D = this.upper.dModel;
     const parts = layers.map((l) => {
-      const k = keys.get(l.name)!;
       const rl = state.layer(l.name)!;
-      const values = new Float64Array(u * l.dV);
-      for (let a = 0; a < u; a++) {
+      // Rows 0..u−1: the edit's keys, V = kᵀW + δ/n_layers; rows u..u+n−1: anchors, V = kᵀW (keep).
+      const k = new Float64Array((u + n) * l.dK);
+      k.set(keys.get(l.name)!);
+      k.set(anchors.keys.get(l.name)!, u * l.dK);
+      const values = new Float64Array((u + n) * l.dV);
+      for (let a = 0; a < u + n; a++) {
         const out = rl.apply(k.subarray(a * l.dK, (a + 1) * l.dK));
-        for (let v = 0; v < l.dV; v++) values[a * l.dV + v] = out[v]! + search.delta[a * D + v]! / layers.length;
+        for (let v = 0; v < l.dV; v++) values[a * l.dV + v] = out[v]! + (a < u ? search.delta[a * D + v]! / layers.length : 0);
       }
-      return { layer: l.name, u, keys: k, values };
+      return { layer: l.name, u: u + n, keys: k, values };
     });
     const { delta, ...rest } = search;
     const c0 = contexts[0]!;
@@ -96,6 +101,34 @@ export class EditComputer {
       for (let i = 0; i < grad.length; i++) grad[i]! += r.grad[i]! / contexts.length;
     }
     return { keys, grad, u };
+  }
+
+  /**
+   * Anchor keys: the edit's prompt with its subject replaced by each of settings.anchorSubjects, keyed at the
+   * prompt's last token (the position predicting the target, the one every prompt of this form shares),
+   * averaged over CONTEXT_TEMPLATES like the edit's own keys. None without a subject.
+   */
+  private async anchorKeys(edit: PromptEdit, state: EditState): Promise<{ count: number; keys: Map<string, Float64Array> }> {
+    const layers = this.probe.layers;
+    const subjects = edit.subject === undefined ? [] : (this.settings.anchorSubjects ?? []).filter((s) => s !== edit.subject);
+    const keys = new Map(layers.map((l) => [l.name, new Float64Array(subjects.length * l.dK)]));
+    if (subjects.length === 0) return { count: 0, keys };
+    const weights = state.weights32();
+    for (const [a, other] of subjects.entries()) {
+      const at = edit.prompt.lastIndexOf(edit.subject!);
+      const prompt = edit.prompt.slice(0, at) + other + edit.prompt.slice(at + edit.subject!.length);
+      for (const tpl of CONTEXT_TEMPLATES) {
+        const ids = this.tokenizer.encode(tpl.replace('{}', prompt));
+        const run = await this.probe.run(ids, weights);
+        const p = ids.length - 1;
+        for (const l of layers) {
+          const k = keys.get(l.name)!;
+          const x = run.inputs.get(l.name)!;
+          for (let i = 0; i < l.dK; i++) k[a * l.dK + i]! += x[p * l.dK + i]! / CONTEXT_TEMPLATES.length;
+        }
+      }
+    }
+    return { count: subjects.length, keys };
   }
 
   /** Runs the probe on every context (prompt + all target tokens but the last) with the current weights. */

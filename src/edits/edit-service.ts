@@ -22,7 +22,7 @@ import { EditStore } from './edit-store.ts';
 import { EditError } from './errors.ts';
 import { LocalSearch, type EditSearch, type Inspected } from './local-search.ts';
 import { SearchHost } from './search-host.ts';
-import type { EditSettings } from './settings.ts';
+import { resolveDefaults, type EditSettings } from './settings.ts';
 
 export const EDIT_STATS_FILE = 'edit_stats.safetensors';
 
@@ -82,14 +82,17 @@ export class EditService {
   ) {}
 
   /** Loads statistics, replays the log, builds the key probe, publishes the replayed state if it has edits. */
-  static async create(opts: EditServiceOptions): Promise<EditService> {
-    const { model, versions, settings } = opts;
+  static async create(given: EditServiceOptions): Promise<EditService> {
+    const { model, versions } = given;
     const statsPath = join(model.dir, EDIT_STATS_FILE);
     if (!existsSync(statsPath)) {
       throw new EditError('edits_unavailable', `no ${EDIT_STATS_FILE} in ${model.dir}: compute key statistics with tools/edits/edit_stats.py`);
     }
     const statsBytes = new Uint8Array(readFileSync(statsPath));
     const stats = decodeSafetensors(statsBytes, statsPath);
+    // μ and the anchor subjects default to what the statistics record (settings.ts, resolveDefaults).
+    const settings = resolveDefaults(given.settings, stats.header.metadata);
+    const opts: EditServiceOptions = { ...given, settings };
     const covered = JSON.parse(stats.header.metadata['layers'] ?? '[]') as string[];
     const layerNames = settings.layers ?? covered;
     const specs: LayerSpec[] = layerNames.map((name) => {
@@ -115,26 +118,26 @@ export class EditService {
         ? await LocalSearch.create({ ...searchOpts, tokenizer: opts.tokenizer, pristine: (name) => versions.pristine(name) })
         : await SearchHost.start({ ...searchOpts, nice: opts.workerNice });
     try {
-      return await EditService.open(opts, search, specs, statsBytes);
+      return await EditService.open(opts, settings.mu, search, specs, statsBytes);
     } catch (error) {
       await search.close();
       throw error;
     }
   }
 
-  private static async open(opts: EditServiceOptions, search: EditSearch, specs: LayerSpec[], statsBytes: Uint8Array): Promise<EditService> {
+  private static async open(opts: EditServiceOptions, mu: number, search: EditSearch, specs: LayerSpec[], statsBytes: Uint8Array): Promise<EditService> {
     const { settings } = opts;
     // The store's layers follow the probe's (graph) order, so every replay applies parts in the same order.
     const ordered = search.layers.map((p) => specs.find((s) => s.name === p.name)!);
     const fingerprint = createHash('sha256')
-      .update(JSON.stringify({ layers: ordered.map((s) => s.name), lambda: settings.lambda, mu: settings.mu }))
+      .update(JSON.stringify({ layers: ordered.map((s) => s.name), lambda: settings.lambda, mu }))
       .update(statsBytes);
     for (const s of ordered) fingerprint.update(new Uint8Array(s.w0.buffer, s.w0.byteOffset, s.w0.byteLength));
     const store = await EditStore.open({
       dir: join(opts.dataDir, 'edits'),
       specs: ordered,
       lambda: settings.lambda,
-      mu: settings.mu,
+      mu,
       fingerprint: fingerprint.digest('hex'),
       snapshotEvery: settings.snapshotEvery,
       keepSnapshots: settings.keepSnapshots,
@@ -225,7 +228,7 @@ export class EditService {
       seq: s.seq,
       count: s.count,
       layers: this.store.current.layers.map((l) => ({ name: l.name, initializer: l.initializer, d_k: l.dK, d_v: l.dV })),
-      settings: { lambda: this.opts.settings.lambda, mu: this.opts.settings.mu, value_search: this.opts.settings.valueSearch, prompt_edits: this.search.promptEdits, search_worker: this.opts.worker ?? 'on' },
+      settings: { lambda: this.opts.settings.lambda, mu: this.store.mu, anchor_subjects: this.opts.settings.anchorSubjects ?? [], value_search: this.opts.settings.valueSearch, prompt_edits: this.search.promptEdits, search_worker: this.opts.worker ?? 'on' },
       stats: {
         logged_edits: s.logged,
         rollbacks: s.rollbacks,

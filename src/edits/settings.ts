@@ -23,12 +23,23 @@ export type KeyPositions = 'subject' | 'subject+targets';
 export interface EditSettings {
   /** Key positions for edits that name a subject (without one: the target-predicting positions). */
   keys: KeyPositions;
+  /**
+   * Anchor subjects (compute.ts): for an edit with a subject, the prompt with the subject replaced by each of
+   * these adds one key (the prompt's last token) whose value is the layer's current output there, so the
+   * least-squares update must leave "the same question about something else" as it is. Default (undefined):
+   * the `anchor_subjects` recorded in the model's edit_stats.safetensors, else none. See `resolveDefaults`.
+   */
+  anchorSubjects?: readonly string[];
   /** Edited layers (HF module paths); default: every layer the model's edit_stats.safetensors covers. */
   layers?: readonly string[];
   /** λ: pull toward W₀. */
   lambda: number;
-  /** μ: pull toward the anchor mapping on typical keys (K₀K₀ᵀ := E[kkᵀ]). */
-  mu: number;
+  /**
+   * μ: pull toward the anchor mapping on typical keys (K₀K₀ᵀ := E[kkᵀ]). Default (undefined): the `mu` recorded
+   * in the model's edit_stats.safetensors (μ² scales those statistics, so the μ that suits them ships with
+   * them; tiny-gpt2: 10), else 1. See `resolveMu`.
+   */
+  mu?: number;
   valueSearch: ValueSearch;
   /** Longest prompt / target accepted, in characters. */
   maxPromptChars: number;
@@ -43,7 +54,6 @@ export interface EditSettings {
 export const DEFAULT_EDIT_SETTINGS: EditSettings = {
   keys: 'subject+targets',
   lambda: 1,
-  mu: 1,
   valueSearch: DEFAULT_VALUE_SEARCH,
   maxPromptChars: 1000,
   maxTargetChars: 200,
@@ -51,3 +61,30 @@ export const DEFAULT_EDIT_SETTINGS: EditSettings = {
   snapshotEvery: 250,
   keepSnapshots: 4,
 };
+
+/** μ in effect: the explicit setting, else the statistics file's `mu` metadata, else 1. */
+export function resolveMu(settings: Pick<EditSettings, 'mu'>, statsMetadata: Readonly<Record<string, string>>): number {
+  if (settings.mu !== undefined) return settings.mu;
+  const recorded = statsMetadata['mu'];
+  if (recorded === undefined) return 1;
+  const mu = Number(recorded);
+  if (!Number.isFinite(mu) || mu < 0) throw new Error(`edit_stats.safetensors records mu = ${JSON.stringify(recorded)}, not a finite number ≥ 0`);
+  return mu;
+}
+
+/** Anchor subjects in effect: the explicit setting, else the statistics file's `anchor_subjects` (JSON list), else none. */
+export function resolveAnchors(settings: Pick<EditSettings, 'anchorSubjects'>, statsMetadata: Readonly<Record<string, string>>): readonly string[] {
+  if (settings.anchorSubjects !== undefined) return settings.anchorSubjects;
+  const recorded = statsMetadata['anchor_subjects'];
+  if (recorded === undefined) return [];
+  const list: unknown = JSON.parse(recorded);
+  if (!Array.isArray(list) || !list.every((s) => typeof s === 'string' && s.trim() !== '')) {
+    throw new Error(`edit_stats.safetensors records anchor_subjects = ${recorded}, not a list of non-empty strings`);
+  }
+  return list as string[];
+}
+
+/** The settings with the defaults the model's statistics record filled in (μ, anchor subjects). */
+export function resolveDefaults(settings: EditSettings, statsMetadata: Readonly<Record<string, string>>): EditSettings & { mu: number; anchorSubjects: readonly string[] } {
+  return { ...settings, mu: resolveMu(settings, statsMetadata), anchorSubjects: resolveAnchors(settings, statsMetadata) };
+}

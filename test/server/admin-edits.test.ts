@@ -79,10 +79,12 @@ test('an edit changes the greedy answer from its ack on; rollback restores it; b
   assert.equal(edits.seq, 1);
   assert.equal((await post(app, '/admin/edits', { edits: [{ prompt: p, target: ' Q' }] }, { headers: { 'content-type': 'application/json' } })).status, 401);
 
-  const list = (await (await app.request('/admin/edits', auth)).json()) as { seq: number; count: number; layers: { name: string }[] };
+  const list = (await (await app.request('/admin/edits', auth)).json()) as { seq: number; count: number; layers: { name: string }[]; settings: { mu: number } };
   assert.equal(list.seq, 1);
   assert.equal(list.count, 1);
-  assert.deepEqual(list.layers.map((l) => l.name), ['transformer.h.1.mlp.c_proj', 'transformer.h.2.mlp.c_proj']);
+  // The defaults ship with the statistics: the layers they cover and the μ they record (tiny-gpt2: 0 and 1, μ = 10).
+  assert.deepEqual(list.layers.map((l) => l.name), ['transformer.h.0.mlp.c_proj', 'transformer.h.1.mlp.c_proj']);
+  assert.equal(list.settings.mu, 10);
 
   assert.equal((await post(app, '/admin/edits/rollback', { seq: 7 }, auth)).status, 404);
   const rb = await post(app, '/admin/edits/rollback', { seq: 0 }, auth);

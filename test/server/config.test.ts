@@ -110,3 +110,14 @@ test('PATCHBAY_KV_BLOCK: unset = the runtime default, a positive integer accepte
     assert.throws(() => loadConfig([], { PATCHBAY_KV_BLOCK: bad }), (err: unknown) => err instanceof ConfigError && /PATCHBAY_KV_BLOCK/.test(err.message));
   }
 });
+
+test('edit μ and anchor subjects: unset leaves the model statistics\' defaults; set (even to none) overrides them', () => {
+  const unset = loadConfig([], {});
+  assert.equal(unset.editMu, undefined);
+  assert.equal(unset.editAnchors, undefined);
+  const set = loadConfig(['--edit-anchors', 'Verona, Mantua'], { PATCHBAY_EDIT_MU: '2.5' });
+  assert.equal(set.editMu, 2.5);
+  assert.deepEqual(set.editAnchors, ['Verona', 'Mantua']);
+  assert.deepEqual(loadConfig([], { PATCHBAY_EDIT_ANCHORS: 'none' }).editAnchors, []);
+  assert.throws(() => loadConfig([], { PATCHBAY_EDIT_MU: '-1' }), ConfigError);
+});

@@ -7,9 +7,13 @@ text. We estimate it as E[kkᵀ] = (1/N)·Σ k kᵀ over N corpus tokens (float6
 μ² carries the scale (K0K0ᵀ := E[kkᵀ], not N·E[kkᵀ]).
 
 Output: models/<model>/edit_stats.safetensors with, per edited module `<m>` (HF module path),
-  `<m>.mom2` F16 [d_k, d_k] and metadata {tokens, corpus, layers, note}.
+  `<m>.mom2` F16 [d_k, d_k] and metadata {tokens, corpus, layers, note, mu?}. The server edits the `layers`
+  listed here by default, and uses `mu` (if given) as its default μ: μ² multiplies these statistics, so the μ
+  that suits them is a property of the shipped file (chosen by `npm run eval:edits`, see BENCHMARKS.md).
 
-Usage: python tools/edits/edit_stats.py [--model tiny-gpt2] [--layers 1,2] [--tokens 60000] [--out path]
+Usage: python tools/edits/edit_stats.py [--model tiny-gpt2] [--layers 0,1] [--mu 10] [--anchors A,B] [--tokens 60000] [--out path]
+       python tools/edits/edit_stats.py --update FILE [--mu 10] [--anchors A,B] [--out path]   (defaults only)
+  (tiny-gpt2 as shipped: --layers 0,1 --mu 10)
 Input: tools/.cache/corpus/train.txt (tools/corpus.py) and the HF checkpoint in /work/hf-cache (tools/hf_from_onnx.py).
 """
 import argparse
@@ -19,6 +23,7 @@ import sys
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,14 +36,37 @@ def module_path(model, layer):
     return f"transformer.h.{layer}.mlp.c_proj" if hasattr(model, "transformer") else f"model.layers.{layer}.mlp.down_proj"
 
 
+def record_defaults(meta, args):
+    if args.mu is not None:
+        meta["mu"] = repr(args.mu)
+    if args.anchors is not None:
+        meta["anchor_subjects"] = json.dumps([a for a in args.anchors.split(",") if a])
+
+
+def update_defaults(args):
+    with safe_open(args.update, "np") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    record_defaults(meta, args)
+    out = args.out or args.update
+    save_file(tensors, out, metadata=meta)
+    print(f"wrote {out}: defaults {({k: meta[k] for k in ('mu', 'anchor_subjects') if k in meta})}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny-gpt2")
-    ap.add_argument("--layers", default="1,2")
+    ap.add_argument("--layers", default="0,1")
+    ap.add_argument("--mu", type=float, default=None, help="default μ recorded with the statistics")
+    ap.add_argument("--anchors", default=None, help="default anchor subjects (comma-separated) recorded with them")
     ap.add_argument("--tokens", type=int, default=60000)
     ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--out", default=None, help="default: models/<model>/edit_stats.safetensors")
+    ap.add_argument("--update", default=None, metavar="FILE",
+                    help="only (re)write the recorded defaults (--mu, --anchors) of FILE, keeping its statistics")
     args = ap.parse_args()
+    if args.update:
+        return update_defaults(args)
     torch.set_num_threads(2)
     torch.manual_seed(0)
     layers = [int(x) for x in args.layers.split(",")]
@@ -72,6 +100,7 @@ def main():
         "layers": json.dumps([module_path(model, l) for l in layers]),
         "note": "mom2 = E[k k^T] of the module's input over corpus tokens (float64 sum, stored F16)",
     }
+    record_defaults(meta, args)
     out = args.out or os.path.join(ROOT, "models", args.model, "edit_stats.safetensors")
     save_file(tensors, out, metadata=meta)
     print(f"wrote {out} ({os.path.getsize(out)} bytes, {count} tokens)")
