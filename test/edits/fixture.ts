@@ -1,7 +1,7 @@
 /** Loads the PyTorch/NumPy RLSEdit reference (tools/edits/make_fixture.py) and the layer specs it was made from. */
 import { readFileSync } from 'node:fs';
 import { decodeSafetensors } from '../../src/adapters/safetensors.ts';
-import type { LayerSpec } from '../../src/edits/edit-state.ts';
+import type { LayerEdit, LayerSpec } from '../../src/edits/edit-state.ts';
 import { InitializerTable } from '../../src/runtime/versions/initializer-table.ts';
 
 export interface RefEdit {
@@ -10,6 +10,9 @@ export interface RefEdit {
   subject?: string;
   u: number;
   keys: Record<string, number[][]>;
+  /** Anchor keys (settings.anchorSubjects), after the edit's own rows in the update; absent in older fixtures. */
+  anchor_keys?: Record<string, number[][]>;
+  /** u + anchors rows. */
   values: Record<string, number[][]>;
   delta: number[][];
   grad0: number[][];
@@ -21,6 +24,8 @@ export interface Reference {
   layers: string[];
   /** Key positions the fixture was made with (absent in fixtures from before the setting: subject+targets). */
   keys?: 'subject' | 'subject+targets';
+  /** Anchor subjects the fixture was made with (absent: none). */
+  anchors?: string[];
   lambda: number;
   mu: number;
   edits: RefEdit[];
@@ -77,4 +82,12 @@ export function probe2(p: number[][], c: Float64Array, n: number): number[] {
     }
   }
   return out;
+}
+
+/** The fixture's update of one edit for every layer: the edit's keys then its anchor keys, and all values. */
+export function refParts(ref: RefEdit, layers: readonly string[]): LayerEdit[] {
+  return layers.map((name) => {
+    const rows = [...ref.keys[name]!, ...(ref.anchor_keys?.[name] ?? [])];
+    return { layer: name, u: rows.length, keys: Float64Array.from(rows.flat()), values: Float64Array.from(ref.values[name]!.flat()) };
+  });
 }

@@ -9,7 +9,7 @@ import { DEFAULT_EDIT_SETTINGS } from '../../src/edits/settings.ts';
 import { readModelInfo } from '../../src/runtime/model-config.ts';
 import { HfTokenizer } from '../../src/runtime/tokenizer.ts';
 import { InitializerTable } from '../../src/runtime/versions/initializer-table.ts';
-import { gpt2Specs, reference, relErr } from './fixture.ts';
+import { gpt2Specs, reference, refParts, relErr } from './fixture.ts';
 
 /**
  * Keys (ORT probe graph), the value-search gradient (hand-written GPT-2 backward) and the searched values
@@ -22,12 +22,14 @@ const model = await readModelInfo('models/tiny-gpt2');
 const table = InitializerTable.of(bytes);
 const probe = await KeyProbe.create(bytes, reference.layers, model, 'cpu', 1);
 after(() => probe.release());
-const upperOf = () => new Gpt2Upper((n) => table.read(n), 3, model.numLayers, 256, model.numKvHeads, model.vocabSize);
+// The value search runs from the block above the top edited layer (the fixture's layers: the shipped defaults).
+const top = Math.max(...reference.layers.map((n) => Number(/\.h\.(\d+)\./.exec(n)![1])));
+const upperOf = () => new Gpt2Upper((n) => table.read(n), top + 1, model.numLayers, 256, model.numKvHeads, model.vocabSize);
 const computer = new EditComputer(
   probe,
   upperOf(),
   await HfTokenizer.load(model.dir),
-  { ...DEFAULT_EDIT_SETTINGS, keys: reference.keys ?? 'subject+targets' },
+  { ...DEFAULT_EDIT_SETTINGS, keys: reference.keys ?? 'subject+targets', anchorSubjects: reference.anchors ?? [] },
   model.contextLength,
 );
 
@@ -45,12 +47,16 @@ test('keys, gradients and values of a 3-edit stream match PyTorch', async () => 
     assert.ok(eg < 1e-3, `edit ${t + 1}: gradient rel err ${eg}`);
     if (ref.steps > 10) {
       // The long searches are covered by the gradient check; apply PyTorch's values to stay on its stream.
-      state.apply(t + 1, reference.layers.map((name) => ({ layer: name, u: ref.u, keys: Float64Array.from(ref.keys[name]!.flat()), values: Float64Array.from(ref.values[name]!.flat()) })));
+      state.apply(t + 1, refParts(ref, reference.layers));
       continue;
     }
     const computed = await computer.compute(edit, state);
     assert.equal(computed.search.steps, ref.steps, `edit ${t + 1}: Adam steps`);
-    for (const p of computed.parts) {
+    const expected = refParts(ref, reference.layers);
+    for (const [i, p] of computed.parts.entries()) {
+      assert.equal(p.u, expected[i]!.u, `edit ${t + 1} ${p.layer}: rows (keys + anchors)`);
+      const ek = relErr(p.keys, expected[i]!.keys);
+      assert.ok(ek < 1e-4, `edit ${t + 1} ${p.layer}: keys incl. anchors rel err ${ek}`);
       const ev = relErr(p.values, ref.values[p.layer]!.flat());
       assert.ok(ev < 1e-3, `edit ${t + 1} ${p.layer}: values rel err ${ev}`);
     }
@@ -67,7 +73,7 @@ test("keys: 'subject' keys on the subject's last token only, the same key PyTorc
   assert.equal(ref.subject, undefined);
   const noSubject = await subjectOnly.inspect({ prompt: ref.prompt, target: ref.target }, state);
   assert.equal(noSubject.u, ref.u);
-  state.apply(1, reference.layers.map((name) => ({ layer: name, u: ref.u, keys: Float64Array.from(ref.keys[name]!.flat()), values: Float64Array.from(ref.values[name]!.flat()) })));
+  state.apply(1, refParts(ref, reference.layers));
   const withSubject = reference.edits[1]!;
   assert.ok(withSubject.subject !== undefined && (reference.keys ?? 'subject+targets') === 'subject+targets');
   const { keys, u } = await subjectOnly.inspect({ prompt: withSubject.prompt, target: withSubject.target, subject: withSubject.subject }, state);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EditState } from '../../src/edits/edit-state.ts';
-import { gpt2Specs, probe, probe2, reference, relErr } from './fixture.ts';
+import { gpt2Specs, probe, probe2, reference, refParts, relErr } from './fixture.ts';
 
 /** Seeded LCG, so the synthetic cases are the same every run. */
 function rng(seed: number): () => number {
@@ -75,12 +75,7 @@ test('C₀ and the recursion over the reference stream match NumPy (probes, rel 
     const e = relErr(probe2(f.probes, l.c, l.dK), f.c0_probe.flat());
     assert.ok(e < 1e-10, `${l.name} C₀ rel err ${e}`);
   }
-  reference.edits.forEach((e, t) => {
-    state.apply(
-      t + 1,
-      reference.layers.map((name) => ({ layer: name, u: e.u, keys: Float64Array.from(e.keys[name]!.flat()), values: Float64Array.from(e.values[name]!.flat()) })),
-    );
-  });
+  reference.edits.forEach((e, t) => state.apply(t + 1, refParts(e, reference.layers)));
   for (const [i, l] of state.layers.entries()) {
     const f = reference.final[l.name]!;
     const dw = new Float64Array(l.w.length);

@@ -20,16 +20,23 @@ import sys
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (CONTEXT_TEMPLATES, ROOT, blocks, capture_inputs, encode, layer_weight, load_model,  # noqa: E402
                     rls_init, rls_step, set_layer_weight, subject_index)
 
-LAYERS = [int(x) for x in os.environ.get("LAYERS", "1,2").split(",")]
+STATS = os.path.join(ROOT, "models", "tiny-gpt2", "edit_stats.safetensors")
+with safe_open(STATS, "np") as _f:
+    _META = _f.metadata() or {}
+# Edited layers and μ: the server's defaults, i.e. what the shipped statistics record (LAYERS=…, MU=… override).
+LAYERS = [int(x) for x in os.environ.get("LAYERS", ",".join(n.split(".")[2] for n in json.loads(_META["layers"]))).split(",")]
 # Key positions (must equal src/edits/settings.ts `keys` as the test runs it; recorded in the fixture)
 KEYS = os.environ.get("KEYS", "subject+targets")
-LAMBDA, MU = 1.0, 1.0
+LAMBDA, MU = 1.0, float(os.environ.get("MU", _META.get("mu", "1")))
+# Anchor subjects (src/edits/settings.ts anchorSubjects; the statistics' `anchor_subjects`; ANCHORS="A,B" overrides)
+ANCHORS = [a for a in os.environ.get("ANCHORS", ",".join(json.loads(_META.get("anchor_subjects", "[]")))).split(",") if a]
 # Value search (must equal src/edits/settings.ts DEFAULT_VALUE_SEARCH)
 VALUE_STEPS, VALUE_LR, WEIGHT_DECAY, CLAMP, STOP_NLL = 25, 0.5, 0.5, 4.0, 0.05
 EDITS = [
@@ -119,12 +126,32 @@ def value_search(model, tok, top, prompt, target, subject):
     return delta.detach().double().numpy(), grad0, hbar, steps, float(final_nll.detach())
 
 
+def anchor_keys_of(model, tok, e):
+    """The prompt with its subject replaced by each anchor subject, keyed at its last token, mean over contexts."""
+    subject = e.get("subject")
+    anchors = [a for a in ANCHORS if a != subject] if subject is not None else []
+    d_k = model.config.n_inner or 4 * model.config.n_embd
+    out = {l: np.zeros((len(anchors), d_k)) for l in LAYERS}
+    at = e["prompt"].rfind(subject) if subject is not None else -1
+    for a, other in enumerate(anchors):
+        prompt = e["prompt"][:at] + other + e["prompt"][at + len(subject):]
+        acc = {l: [] for l in LAYERS}
+        for tpl in CONTEXT_TEMPLATES:
+            ids = encode(tok, tpl.format(prompt))
+            got = capture_inputs(model, LAYERS, ids)
+            for l in LAYERS:
+                acc[l].append(got[l][len(ids) - 1])
+        for l in LAYERS:
+            out[l][a] = np.mean(np.stack(acc[l]), axis=0)
+    return out
+
+
 def main():
     torch.set_num_threads(2)
     model, tok = load_model("tiny-gpt2")
     for p in model.parameters():
         p.requires_grad_(False)
-    stats = load_file(os.path.join(ROOT, "models", "tiny-gpt2", "edit_stats.safetensors"))
+    stats = load_file(STATS)
     names = [f"transformer.h.{l}.mlp.c_proj" for l in LAYERS]
     C = {}
     W = {}
@@ -150,17 +177,20 @@ def main():
             for l in LAYERS:
                 acc[l].append(got[l][at])
         keys = {l: np.mean(np.stack(acc[l]), axis=0) for l in LAYERS}  # [u, d_k]
+        anchor_keys = anchor_keys_of(model, tok, e)  # {l: [n, d_k]}
         delta, grad0, hbar, steps, final_nll = value_search(model, tok, max(LAYERS), e["prompt"], e["target"], e.get("subject"))
         values = {}
         for l in LAYERS:
-            K = keys[l].T  # [d_k, u]
-            V = (K.T @ W[l]) + delta / len(LAYERS)
+            K = np.concatenate([keys[l], anchor_keys[l]]).T  # [d_k, u + n]: the edit's keys, then the anchors'
+            # Anchors keep their current output (zero residual); the edit's rows get δ spread over the layers.
+            V = (K.T @ W[l]) + np.concatenate([delta / len(LAYERS), np.zeros((anchor_keys[l].shape[0], delta.shape[1]))])
             values[l] = V
             C[l], W[l] = rls_step(C[l], W[l], K, V)
             set_layer_weight(model, l, W[l])
         out_edits.append({
             **e,
             "keys": {names[i]: keys[l].tolist() for i, l in enumerate(LAYERS)},
+            "anchor_keys": {names[i]: anchor_keys[l].tolist() for i, l in enumerate(LAYERS)},
             "values": {names[i]: values[l].tolist() for i, l in enumerate(LAYERS)},
             "delta": delta.tolist(), "grad0": grad0.tolist(), "u": int(delta.shape[0]), "hbar": hbar, "steps": steps, "final_nll": final_nll,
         })
@@ -176,7 +206,7 @@ def main():
             "c_diag": np.diag(C[l]).tolist(),
         }
     ref = {
-        "model": "tiny-gpt2", "layers": names, "lambda": LAMBDA, "mu": MU, "contexts": CONTEXT_TEMPLATES, "keys": KEYS,
+        "model": "tiny-gpt2", "layers": names, "lambda": LAMBDA, "mu": MU, "contexts": CONTEXT_TEMPLATES, "keys": KEYS, "anchors": ANCHORS,
         "value_search": {"steps": VALUE_STEPS, "lr": VALUE_LR, "weight_decay": WEIGHT_DECAY, "clamp": CLAMP, "stop_nll": STOP_NLL},
         "edits": out_edits, "final": final,
     }
