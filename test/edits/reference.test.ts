@@ -83,3 +83,31 @@ test("keys: 'subject' keys on the subject's last token only, the same key PyTorc
     assert.ok(e < 1e-4, `${name}: subject key rel err ${e}`);
   }
 });
+
+test('anchor subjects add one kept row per other subject: the swapped prompt\'s last-token key, value = its current output', async () => {
+  // Anchors are opt-in (the shipped statistics record none, so the fixture has none): the edit's own rows must
+  // still be PyTorch's, and each anchor row must be the key an edit of the swapped prompt would get at its
+  // predicting position, mapped to what the layer outputs there now (zero residual: "leave this as it is").
+  const anchored = new EditComputer(probe, upperOf(), await HfTokenizer.load(model.dir), { ...DEFAULT_EDIT_SETTINGS, anchorSubjects: ['Verona', 'Queen Amara', 'Mantua'] }, model.contextLength);
+  const state = await EditState.initial(gpt2Specs(reference.layers), reference.lambda, reference.mu);
+  state.apply(1, refParts(reference.edits[0]!, reference.layers));
+  const ref = reference.edits[1]!;
+  assert.equal(ref.subject, 'Queen Amara');
+  const computed = await anchored.compute({ prompt: ref.prompt, target: ref.target, subject: ref.subject }, state);
+  const swapped = ['Verona was born in', 'Mantua was born in']; // the edit's own subject is skipped
+  const anchorKeys = await Promise.all(swapped.map(async (prompt) => (await anchored.inspect({ prompt, target: ref.target }, state)).keys));
+  for (const p of computed.parts) {
+    const l = state.layer(p.layer)!;
+    assert.equal(p.u, ref.u + swapped.length);
+    const ek = relErr(p.keys.subarray(0, ref.u * l.dK), ref.keys[p.layer]!.flat());
+    const ev = relErr(p.values.subarray(0, ref.u * l.dV), ref.values[p.layer]!.flat());
+    assert.ok(ek < 1e-4 && ev < 1e-3, `${p.layer}: the edit's own rows vs PyTorch: keys ${ek}, values ${ev}`);
+    for (const [a, keys] of anchorKeys.entries()) {
+      const row = ref.u + a;
+      const key = p.keys.subarray(row * l.dK, (row + 1) * l.dK);
+      const ea = relErr(key, keys.get(p.layer)!.subarray(0, l.dK));
+      assert.ok(ea < 1e-6, `${p.layer}: anchor ${swapped[a]} key rel err ${ea}`);
+      assert.deepEqual(p.values.subarray(row * l.dV, (row + 1) * l.dV), l.apply(key), `${p.layer}: anchor ${swapped[a]} keeps its output`);
+    }
+  }
+});
