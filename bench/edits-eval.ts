@@ -10,7 +10,7 @@
  * Usage (one command, resumable: rerun the same command after an interruption and it continues from the last
  * checkpoint in --state):
  *   npm run eval:edits -- --policy rls --edits 1000 --marks 100,1000 --out bench/out/edits-rls.json
- *     [--state DIR] [--keys subject|subject+targets|targets] [--anchors S1,S2,…] [--layers 0,1] [--stats FILE] [--lambda 1] [--mu 10]
+ *     [--state DIR] [--keys subject|subject+targets|targets] [--anchors S1,S2,…] [--anchor-recent M] [--layers 0,1] [--stats FILE] [--lambda 1] [--mu 10]
  *     (defaults: the layers and μ recorded in the statistics file)
  *     [--steps 25] [--lr 0.5] [--wd 0.5] [--clamp 4] [--stop 0.05]
  * Runs in-process on TypeScript + ORT (no server); keys and values are recomputed for every edit with the
@@ -35,7 +35,7 @@ const { values: args } = parseArgs({
     policy: { type: 'string', default: 'rls' }, edits: { type: 'string', default: '100' }, marks: { type: 'string' }, out: { type: 'string' },
     state: { type: 'string' }, 'checkpoint-every': { type: 'string', default: '50' }, heldout: { type: 'string', default: '2048' },
     keys: { type: 'string', default: 'subject+targets' }, layers: { type: 'string' }, stats: { type: 'string', default: 'models/tiny-gpt2/edit_stats.safetensors' },
-    anchors: { type: 'string' }, lambda: { type: 'string' }, mu: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, wd: { type: 'string' }, clamp: { type: 'string' }, stop: { type: 'string' },
+    anchors: { type: 'string' }, 'anchor-recent': { type: 'string', default: '0' }, lambda: { type: 'string' }, mu: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, wd: { type: 'string' }, clamp: { type: 'string' }, stop: { type: 'string' },
   },
 });
 const N = Number(args.edits);
@@ -70,10 +70,15 @@ const specs = layers.map((n) => {
 const table = all.table;
 const probe = await KeyProbe.create(bytes, layers, model, 'cpu', 1, { logits: true });
 const top = Math.max(...layers.map((n) => Number(/\.h\.(\d+)\./.exec(n)![1])));
+// --anchor-recent M (experiment, not a server setting): each edit's anchor subjects are the subjects of the M
+// edits before it (instead of a fixed list): "leave what this question says about subjects already edited".
+const recent = Number(args['anchor-recent']);
+const anchorList: string[] = recent > 0 ? [] : [...(settings.anchorSubjects ?? [])];
+settings.anchorSubjects = anchorList;
 const computer = new EditComputer(probe, new Gpt2Upper((n) => table.read(n), top + 1, model.numLayers, 256, model.numKvHeads, model.vocabSize), tok, settings, model.contextLength);
 const initial = await EditState.initial(specs, settings.lambda, settings.mu);
 const c0 = initial.layers.map((l) => Float64Array.from(l.c));
-const config = { policy, edits: N, keys: keyMode, anchors: settings.anchorSubjects, layers, lambda: settings.lambda, mu: settings.mu, value_search: settings.valueSearch, stats: args.stats };
+const config = { policy, edits: N, keys: keyMode, anchors: recent > 0 ? `the ${recent} previous edits' subjects` : settings.anchorSubjects, layers, lambda: settings.lambda, mu: settings.mu, value_search: settings.valueSearch, stats: args.stats };
 
 async function greedy(state: EditState, prompt: string, n: number): Promise<number[]> {
   const ids = tok.encode(prompt);
@@ -193,6 +198,7 @@ async function evaluate(m: number): Promise<Record<string, unknown>> {
 for (let t = progress.done; t < N; t++) {
   const e = edits[t]!;
   const s0 = performance.now();
+  if (recent > 0) anchorList.splice(0, anchorList.length, ...new Set(edits.slice(Math.max(0, t - recent), t).map((p) => p.subject)));
   const c = await computer.compute(keyMode === 'targets' ? { prompt: e.prompt, target: e.target } : e, state);
   state.apply(t + 1, c.parts);
   if ((t + 1) % resetEvery === 0) state.layers.forEach((l, k) => l.c.set(c0[k]!));
