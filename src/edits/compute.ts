@@ -119,6 +119,9 @@ export class EditComputer {
       const prompt = edit.prompt.slice(0, at) + other + edit.prompt.slice(at + edit.subject!.length);
       for (const tpl of CONTEXT_TEMPLATES) {
         const ids = this.tokenizer.encode(tpl.replace('{}', prompt));
+        if (ids.length > this.contextLength) {
+          throw new EditError('too_long', `the prompt with anchor subject ${JSON.stringify(other)} is ${ids.length} tokens, over the model's context of ${this.contextLength}`, 'prompt');
+        }
         const run = await this.probe.run(ids, weights);
         const p = ids.length - 1;
         for (const l of layers) {
