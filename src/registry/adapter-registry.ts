@@ -40,6 +40,11 @@ export class AdapterRegistry {
   private readonly dormant = new Map<string, AdapterRecord>();
   /** Called with every admin registration (and dormant record) after one is added or removed (persistence). */
   onAdaptersChanged: ((records: AdapterRecord[]) => Promise<void>) | undefined;
+  /**
+   * Awaited after an admin registration succeeded, with the graph layers the adapter targets (the server
+   * builds its reduced-branch session there: server/branches-ahead.ts). Must not throw.
+   */
+  onRegistered: ((entry: AdapterEntry, layers: readonly string[]) => Promise<void>) | undefined;
 
   constructor(private readonly opts: RegistryOptions) {
     const onEvict = opts.onEvict;
@@ -147,6 +152,7 @@ export class AdapterRegistry {
       const resident = { binding: loaded.binding, bytes: loaded.bytes };
       if (pinned) this.cache.pin(catalog.token(entry), resident);
       else this.cache.put(catalog.token(entry), resident);
+      await this.onRegistered?.({ ...entry }, loaded.modules);
       return { ...entry };
     } finally {
       catalog.registering.delete(id);

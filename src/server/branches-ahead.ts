@@ -7,7 +7,10 @@
  *
  * One session on the union of their layers covers every batch of them (alone or mixed); it is built only
  * when that union is smaller than the full set of branches (otherwise it would be the full graph again).
- * Adapters registered later, and base versions published later, still build on use.
+ * An adapter registered through the admin API later gets its own, built before the call answers, while the
+ * bound (PATCHBAY_BRANCH_SESSIONS) allows: the build stalls serving once either way (ORT builds
+ * synchronously), better during the admin call than in the middle of a request's tokens. Base versions
+ * published later still build on use.
  */
 import type { Logger } from 'pino';
 import { checkAdapter, type AttachTarget } from '../adapters/index.ts';
@@ -15,6 +18,7 @@ import type { AdapterRegistry } from '../registry/adapter-registry.ts';
 import type { ServingRuntime } from './contract.ts';
 
 /**
+ * Builds the start-up union's session, then hooks later admin registrations (AdapterRegistry.onRegistered).
  * The layers come from each adapter's header (AdapterKind.check, as the start-up scan reads it): nothing is
  * loaded, so the registry's cache and load metrics are as without this step.
  */
@@ -30,8 +34,17 @@ export async function prepareAdapterBranches(registry: AdapterRegistry, target: 
       // A damaged adapter fails where it is used, with its 400.
     }
   }
-  if (union.size === 0 || union.size >= branches) return;
+  await prepare(runtime, union, branches, log, { adapters: entries.length });
+  registry.onRegistered = (entry, layers) => prepare(runtime, new Set(layers), branches, log, { adapter: entry.id });
+}
+
+async function prepare(runtime: ServingRuntime, layers: ReadonlySet<string>, branches: number, log: Logger, about: object): Promise<void> {
+  if (!runtime.prepareBranches || layers.size === 0 || layers.size >= branches) return;
   const started = performance.now();
-  const ready = await runtime.prepareBranches(union);
-  log.info({ adapters: entries.length, layers: union.size, branches, ready, ms: Math.round(performance.now() - started) }, 'session reduced to the adapters\' layers built ahead');
+  try {
+    const ready = await runtime.prepareBranches(layers);
+    log.info({ ...about, layers: layers.size, branches, ready, ms: Math.round(performance.now() - started) }, 'session reduced to the adapters\' layers built ahead');
+  } catch (err) {
+    log.warn({ ...about, err }, 'could not build the reduced-branch session ahead; it is built on use');
+  }
 }

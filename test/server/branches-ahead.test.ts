@@ -67,3 +67,19 @@ test('adapters whose layers cover every branch build nothing ahead', async () =>
     await s.close();
   }
 });
+
+test('an adapter registered through the admin API gets its reduced session before the call answers', async () => {
+  // Start-up union: lora-comedy (4 layers) takes the first of the two sessions; s2ft-histories, registered
+  // later from outside the adapter dir, the second.
+  const registered = await adapterDir(['s2ft-histories']);
+  const s = await startAdapterServer({ model: 'tiny-gpt2', adapterDir: await adapterDir(['lora-comedy']), adminToken: 'tok', branchesAhead: true });
+  try {
+    const res = await request(s.app, 'POST', '/admin/adapters', { id: 'histories', path: path.join(registered, 's2ft-histories') }, 'tok');
+    assert.equal(res.status, 201, await res.text());
+    await complete(s, { model: 'histories' });
+    await complete(s, { model: 'lora-comedy' });
+    assert.deepEqual([...(await steps(s)).keys()].sort(), ['decode delta-used', 'prefill delta-used']);
+  } finally {
+    await s.close();
+  }
+});
