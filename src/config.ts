@@ -97,7 +97,7 @@ const ConfigSchema = z.object({
   nbitsAccuracy: z.enum(['auto', '0', '1', '2', '3', '4']).transform((v) => (v === 'auto' ? 'auto' : (Number(v) as 0 | 1 | 2 | 3 | 4))).optional(),
   /** Batches of several rows without adapters on a quantized model: off, its float32 form, or int8 activations (see RuntimeOptions.wideSession). */
   wideSession: z.enum(['off', 'f32', 'int8']).default('off'),
-  /** Fewest rows a step needs to run on the wide session. */
+  /** Fewest rows a step needs to run on the wide session (tokens with f32, sequences with int8). */
   wideMinRows: int(2, 1024).default(2),
   /** Slot-cache graphs (GGUF imports): largest growth step of the KV slots, positions (runtime/slot-kv.ts); unset = 256. */
   kvBlock: int(1, 1_048_576).optional(),

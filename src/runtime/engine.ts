@@ -55,6 +55,12 @@ export interface EngineOptions {
   /** Fewest rows (sequences) a step needs to run on `wideSession`; default 2. */
   wideMinRows?: number;
   /**
+   * Count a step's tokens (rows × width) instead of its rows against `wideMinRows`, so a lone sequence's
+   * prefill runs on the wide session too. Only for a wide form whose results equal the 4-bit graph's (the
+   * float32 form): with int8 a lone request would get approximate prompt logits.
+   */
+  wideCountsTokens?: boolean;
+  /**
    * Sessions on the delta graph reduced to the layers a batch uses (branch-sessions.ts): how many at most,
    * and how to build one. Omitted: every adapter step runs on `session`.
    */
@@ -77,6 +83,7 @@ export class Engine {
   readonly plainSession: ModelSession | undefined;
   readonly wideSession: ModelSession | undefined;
   private readonly wideMinRows: number;
+  private readonly wideCountsTokens: boolean;
   readonly shape: KvShape;
   readonly vocabSize: number;
   readonly baseVersion: number;
@@ -93,6 +100,7 @@ export class Engine {
     this.plainSession = opts.plainSession;
     this.wideSession = opts.wideSession;
     this.wideMinRows = opts.wideMinRows ?? 2;
+    this.wideCountsTokens = opts.wideCountsTokens ?? false;
     this.deltaLayers = opts.deltaLayers ?? [];
     this.reduced = opts.branchSessions && this.deltaLayers.length > 0 ? new BranchSessions({ layers: this.deltaLayers, ...opts.branchSessions }) : undefined;
     this.shape = opts.shape;
@@ -140,7 +148,7 @@ export class Engine {
       input_ids: new Tensor('int64', ids, [rows, width]),
       position_ids: new Tensor('int64', positions, [rows, width]),
     };
-    const wide = !deltaFeeds && this.wideSession !== undefined && rows >= this.wideMinRows;
+    const wide = !deltaFeeds && this.wideSession !== undefined && (this.wideCountsTokens ? rows * width : rows) >= this.wideMinRows;
     const plain = !wide && !deltaFeeds && this.plainSession !== undefined;
     const used = deltaFeeds && this.reduced?.pick(deltaFeeds);
     const session = wide ? this.wideSession! : plain ? this.plainSession! : used ? used.session : this.session;

@@ -168,6 +168,8 @@ export async function loadRuntime(opts: RuntimeOptions): Promise<Runtime> {
       contextLength: model.contextLength,
       ...(opts.kvBlock !== undefined ? { kvBlock: opts.kvBlock } : {}),
       ...(opts.wideMinRows !== undefined ? { wideMinRows: opts.wideMinRows } : {}),
+      // The float32 form computes what the 4-bit graph does: a lone sequence's prefill may run on it too.
+      wideCountsTokens: opts.wideSession === 'f32',
     };
     if (workers === 'off' || (workers === 'versions' && baseVersion === 0)) {
       const session = await inThread(servedTable, originals?.served, tensors);

@@ -39,12 +39,12 @@ async function sliced(dir: string) {
 }
 
 /** Prefill of every reference prompt (one batch), then 3 decode steps; logits of each row, and the graphs that ran. */
-async function run(dir: string, plain: Uint8Array, wide?: Uint8Array, rowsOf = loadReference().prompts.length) {
+async function run(dir: string, plain: Uint8Array, wide?: Uint8Array, rowsOf = loadReference().prompts.length, wideCountsTokens = false) {
   const info = await readModelInfo(dir);
   const opts = { device: 'cpu' as const, threads: 1 };
   const engine = new Engine({
     session: await createSession(plain, opts),
-    ...(wide ? { wideSession: await createSession(wide, opts) } : {}),
+    ...(wide ? { wideSession: await createSession(wide, opts), wideCountsTokens } : {}),
     shape: info,
     vocabSize: info.vocabSize,
     baseVersion: 0,
@@ -112,6 +112,12 @@ test('the engine runs steps of several rows on the wide session and one row on t
   const alone = await run(dirs.q4!, q4, wide, 1);
   // The engine's main session (reported as 'delta' when there is no separate plain one) serves the lone row.
   assert.deepEqual(alone.graphs, ['delta', 'delta', 'delta', 'delta']);
+  // Counting tokens (the float32 form): a lone sequence's multi-token prefill runs wide, its decode steps do not.
+  assert.ok(loadReference().prompts[0]!.input_ids.length >= 2);
+  const prefill = await run(dirs.q4!, q4, wide, 1, true);
+  assert.deepEqual(prefill.graphs, ['wide', 'delta', 'delta', 'delta']);
+  const lone = await run(dirs.q4!, q4, undefined, 1);
+  assert.ok(worst(prefill.out, lone.out) <= TOL);
 });
 
 test('loadRuntime builds the wide session from a quantized model only when asked', async () => {
