@@ -12,7 +12,11 @@
  *   prompt success       the edit's own prompt, /v1/completions, greedy: the continuation starts with the target
  *                        (the classic edit-success metric; separates "the edit took" from "chat transfers it")
  * Needs models/<model>/edit_stats.safetensors (npm run edits:stats -- --model models/smollm2-135m --layers 24,25,26).
- * Usage: npm run eval:edits-chat -- [--model models/smollm2-135m] [--edits 100] [--minutes M] [--out bench/out/edits-chat.json]
+ * Usage: npm run eval:edits-chat -- [--model models/smollm2-135m] [--edits 100] [--minutes M] [--contexts plain|chat|plain+chat]
+ *        [--out bench/out/edits-chat.json]
+ * `--contexts`: the server's PATCHBAY_EDIT_CONTEXTS (where keys and values are taken; README); unset = its default.
+ * The JSON keeps every answer: per edit right after (`rows`), and at the end (`end`: question, paraphrase and
+ * prompt continuation of every edit), so the scores can be checked by hand.
  * `--minutes`: stop posting edits after M minutes of stream and evaluate the edits made so far (retention = the
  * first 10 % of those). The JSON is rewritten after every edit, so a run cut short still reports what it did.
  */
@@ -29,6 +33,7 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: 'bench/out/edits-chat.json' },
     'max-tokens': { type: 'string', default: '24' },
     minutes: { type: 'string', default: 'Infinity' },
+    contexts: { type: 'string' },
   },
 });
 interface RealEdit { relation: string; subject: string; prompt: string; target: string; question: string; paraphrase: string }
@@ -43,7 +48,7 @@ const loadStart = load();
 
 const server = await startServer(
   // One session per version (no branch-free twin): the shared machine's memory is tight.
-  { PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_ADMIN_TOKEN: TOKEN, PATCHBAY_DATA_DIR: dataDir, PATCHBAY_THREADS: '2', PATCHBAY_PLAIN_SESSION: 'off' },
+  { PATCHBAY_MODEL_DIR: args.model!, PATCHBAY_ADMIN_TOKEN: TOKEN, PATCHBAY_DATA_DIR: dataDir, PATCHBAY_THREADS: '2', PATCHBAY_PLAIN_SESSION: 'off', ...(args.contexts ? { PATCHBAY_EDIT_CONTEXTS: args.contexts } : {}) },
   undefined,
   600_000,
 );
@@ -83,12 +88,12 @@ const already: boolean[] = [];
 const unrelatedBefore: string[] = [];
 for (const q of data.unrelated) unrelatedBefore.push(await ask(q));
 
-interface Row { i: number; subject: string; target: string; seq: number; ackMs: number; computeMs: number; steps: number; nllBefore: number; nllAfter: number; answer: string; success: boolean; promptSuccess: boolean }
+interface Row { i: number; subject: string; target: string; seq: number; ackMs: number; computeMs: number; steps: number; nllBefore: number; nllAfter: number; answerBefore: string; answer: string; success: boolean; promptSuccess: boolean }
 const rows: Row[] = [];
 let report: Record<string, unknown> = {};
 const write = (extra: Record<string, unknown>) => {
   report = {
-    model: args.model, modelId, edits: rows.length, planned: N, layers: 'from edit_stats.safetensors', load_start: loadStart, load_now: load(),
+    model: args.model, modelId, contexts: args.contexts ?? 'server default', edits: rows.length, planned: N, layers: 'from edit_stats.safetensors', load_start: loadStart, load_now: load(),
     minutes: (performance.now() - t0) / 60000, already: rate(already), success_right_after: rate(rows.map((r) => r.success)), prompt_success_right_after: rate(rows.map((r) => r.promptSuccess)), rows, ...extra,
   };
   mkdirSync(dirname(args.out!), { recursive: true });
@@ -98,7 +103,8 @@ const write = (extra: Record<string, unknown>) => {
 try {
   for (const [i, e] of planned.entries()) {
     if ((performance.now() - t0) / 60000 > Number(args.minutes)) break;
-    already.push(names(await ask(e.question), e.target));
+    const answerBefore = await ask(e.question);
+    already.push(names(answerBefore, e.target));
     edits.push(e);
     const t = performance.now();
     const res = await fetch(`${server.url}/admin/edits`, {
@@ -114,19 +120,23 @@ try {
     const continuation = await complete(e.prompt);
     const row: Row = {
       i, subject: e.subject, target: e.target, seq: ack.seq, ackMs, computeMs: a.ms.compute, steps: a.value_search?.steps ?? NaN,
-      nllBefore: a.value_search?.nllBefore ?? NaN, nllAfter: a.value_search?.nllAfter ?? NaN, answer, success: names(answer, e.target), promptSuccess: startsWith(continuation, e.target),
+      nllBefore: a.value_search?.nllBefore ?? NaN, nllAfter: a.value_search?.nllAfter ?? NaN, answerBefore, answer, success: names(answer, e.target), promptSuccess: startsWith(continuation, e.target),
     };
     rows.push(row);
     console.log(`#${i + 1} ${e.subject} →${e.target}: chat ${row.success ? 'ok ' : 'no '} prompt ${row.promptSuccess ? 'ok ' : 'no '} ${(ackMs / 1000).toFixed(1)} s, steps ${row.steps}, nll ${row.nllBefore.toFixed(2)}→${row.nllAfter.toFixed(2)} | ${answer.replace(/\s+/g, ' ').slice(0, 70)}`);
     write({});
   }
   const retained = edits.slice(0, Math.max(1, Math.round(edits.length / 10)));
-  const heldAtEnd: boolean[] = [];
-  for (const e of edits) heldAtEnd.push(names(await ask(e.question), e.target));
-  const promptHeld: boolean[] = [];
-  for (const e of edits) promptHeld.push(startsWith(await complete(e.prompt), e.target));
-  const paraphrase: boolean[] = [];
-  for (const e of edits) paraphrase.push(names(await ask(e.paraphrase), e.target));
+  const end: { i: number; subject: string; target: string; answer: string; held: boolean; paraphrase: string; paraphraseOk: boolean; continuation: string; promptHeld: boolean }[] = [];
+  for (const [i, e] of edits.entries()) {
+    const answer = await ask(e.question);
+    const para = await ask(e.paraphrase);
+    const continuation = await complete(e.prompt);
+    end.push({ i, subject: e.subject, target: e.target, answer, held: names(answer, e.target), paraphrase: para, paraphraseOk: names(para, e.target), continuation, promptHeld: startsWith(continuation, e.target) });
+  }
+  const heldAtEnd = end.map((x) => x.held);
+  const promptHeld = end.map((x) => x.promptHeld);
+  const paraphrase = end.map((x) => x.paraphraseOk);
   const unrelatedAfter: string[] = [];
   for (const q of data.unrelated) unrelatedAfter.push(await ask(q));
   write({
@@ -137,6 +147,7 @@ try {
     paraphrase: rate(paraphrase),
     preservation: rate(unrelatedAfter.map((a, i) => a === unrelatedBefore[i])),
     unrelated: data.unrelated.map((q, i) => ({ q, before: unrelatedBefore[i], after: unrelatedAfter[i] })),
+    end,
     ack_ms_median: rows.map((r) => r.ackMs).sort((x, y) => x - y)[Math.floor(rows.length / 2)],
   });
   const r = report;

@@ -136,6 +136,8 @@ const ConfigSchema = z.object({
   editWorkerNice: z.coerce.number().int().min(0).max(19).default(10),
   /** Anchor subjects (comma-separated, or `none`); unset = those the model's edit_stats records, else none. */
   editAnchors: z.string().transform((v) => (v.trim() === 'none' ? [] : v.split(',').map((s) => s.trim()).filter((s) => s !== ''))).optional(),
+  /** Contexts of prompt edits' keys and values (src/edits/settings.ts EditContexts). */
+  editContexts: z.enum(['plain', 'chat', 'plain+chat']).default('plain'),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -183,6 +185,7 @@ const SOURCES: Record<ConfigKey, { env: string; flag?: string }> = {
   editWorker: { env: 'PATCHBAY_EDIT_WORKER', flag: 'edit-worker' },
   editWorkerNice: { env: 'PATCHBAY_EDIT_WORKER_NICE', flag: 'edit-worker-nice' },
   editAnchors: { env: 'PATCHBAY_EDIT_ANCHORS', flag: 'edit-anchors' },
+  editContexts: { env: 'PATCHBAY_EDIT_CONTEXTS', flag: 'edit-contexts' },
 };
 
 /** Thrown for any bad setting; `message` lists every problem, naming the variable or flag to fix. */

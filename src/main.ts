@@ -181,7 +181,7 @@ loading
           tokenizer: runtime.tokenizer,
           versions: runtime.versions,
           dataDir: config.dataDir,
-          settings: { ...DEFAULT_EDIT_SETTINGS, lambda: config.editLambda, ...(config.editMu !== undefined ? { mu: config.editMu } : {}), keys: config.editKeys, ...(config.editLayers ? { layers: config.editLayers } : {}), ...(config.editAnchors !== undefined ? { anchorSubjects: config.editAnchors } : {}) },
+          settings: { ...DEFAULT_EDIT_SETTINGS, lambda: config.editLambda, ...(config.editMu !== undefined ? { mu: config.editMu } : {}), keys: config.editKeys, contexts: config.editContexts, ...(config.editLayers ? { layers: config.editLayers } : {}), ...(config.editAnchors !== undefined ? { anchorSubjects: config.editAnchors } : {}) },
           device: config.device,
           worker: config.editWorker,
           workerNice: config.editWorkerNice,

@@ -7,7 +7,9 @@
  *                      the target's tokens but the last, teacher-forced): u = 1 + |target tokens|.
  * An edit without `subject` gets the predicting positions only (u = |target tokens|) under either setting:
  * there is no subject to key on. Keys: the edited map's input at those positions (KeyProbe, current
- * weights), averaged over the context prefixes CONTEXT_TEMPLATES. Values: δ_a ∈ R^{d_model} added to the
+ * weights), averaged over the contexts of settings.contexts: the bare-text prefixes CONTEXT_TEMPLATES and/or the
+ * chat contexts (CHAT_CONTEXT_TEMPLATES rendered through the model's chat template, the prompt opening the
+ * assistant's answer); the subject key is at the subject's last occurrence (in the answer). Values: δ_a ∈ R^{d_model} added to the
  * residual stream after the top edited block at key position a in every context, found by Adam on
  *     L(δ) = mean_contexts mean_targets −log p(target_j | context, prompt, target_<j) + wd·‖δ‖²/h̄²
  * with ‖δ‖ ≤ clamp·h̄·√u (h̄: mean norm of those hidden states), exact gradients from the model family's
@@ -20,7 +22,7 @@ import type { EditState, LayerEdit } from './edit-state.ts';
 import { EditError } from './errors.ts';
 import type { TargetToken, UpperStack } from './upper.ts';
 import type { KeyProbe } from './probe.ts';
-import { CONTEXT_TEMPLATES, type EditSettings } from './settings.ts';
+import { CHAT_CONTEXT_TEMPLATES, CONTEXT_TEMPLATES, type EditSettings } from './settings.ts';
 
 export interface PromptEdit {
   prompt: string;
@@ -142,8 +144,8 @@ export class EditComputer {
     const u = (edit.subject !== undefined ? 1 : 0) + (predicting ? targetIds.length : 0);
     const keys = new Map(layers.map((l) => [l.name, new Float64Array(u * l.dK)]));
     const contexts: Context[] = [];
-    for (const tpl of CONTEXT_TEMPLATES) {
-      const text = tpl.replace('{}', edit.prompt);
+    const texts = this.contextTexts(edit.prompt);
+    for (const text of texts) {
       const ids = this.tokenizer.encode(text);
       const at = predicting ? targetIds.map((_, j) => ids.length - 1 + j) : [];
       if (edit.subject !== undefined) {
@@ -159,12 +161,21 @@ export class EditComputer {
         const k = keys.get(l.name)!;
         const x = run.inputs.get(l.name)!;
         at.forEach((p, a) => {
-          for (let i = 0; i < l.dK; i++) k[a * l.dK + i]! += x[p * l.dK + i]! / CONTEXT_TEMPLATES.length;
+          for (let i = 0; i < l.dK; i++) k[a * l.dK + i]! += x[p * l.dK + i]! / texts.length;
         });
       }
       contexts.push({ ids: full, at, hidden: run.hidden, targets: targetIds.map((token, j) => ({ pos: ids.length - 1 + j, token })) });
     }
     return { contexts, keys, u };
+  }
+
+  /** The texts that end in the prompt, one per context (settings.contexts). */
+  private contextTexts(prompt: string): string[] {
+    const fill = (tpl: string) => tpl.replace('{}', () => prompt);
+    const plain = CONTEXT_TEMPLATES.map(fill);
+    if (this.settings.contexts === 'plain') return plain;
+    const chat = CHAT_CONTEXT_TEMPLATES.map((tpl) => this.tokenizer.applyChatTemplate([{ role: 'user', content: fill(tpl) }]) + prompt);
+    return this.settings.contexts === 'chat' ? chat : [...plain, ...chat];
   }
 
   /** Adam on δ [u, D] (β = 0.9, 0.999, ε = 1e-8), clamped to clamp·h̄·√u, early stop at stopNll. */

@@ -3,6 +3,20 @@
 /** Context prefixes the key is averaged over and the value is searched under; "{}" is the prompt alone (ours). */
 export const CONTEXT_TEMPLATES = ['{}', 'Hark. {}', 'Now, {}', 'I say, {}', 'Then. {}'] as const;
 
+/**
+ * User turns of the chat contexts ("{}" is the prompt): the prompt is rendered through the model's chat template
+ * as a user turn and then starts the assistant's answer, "<user turn>{prompt}" → target, so keys and values are
+ * also taken where a chat answer states the fact (SmolLM2 answers "What is the capital of France?" with "The
+ * capital of France is …"). The edit carries no question, so the user turn is built from the prompt itself.
+ */
+export const CHAT_CONTEXT_TEMPLATES = ['{}', 'Complete the sentence: {}', 'Tell me: {}'] as const;
+
+/**
+ * Contexts keys are averaged over and values searched under (compute.ts): the bare-text prefixes
+ * (CONTEXT_TEMPLATES), the chat contexts (CHAT_CONTEXT_TEMPLATES, through the model's chat template), or both.
+ */
+export type EditContexts = 'plain' | 'chat' | 'plain+chat';
+
 /** The value search: Adam on δ (ROME/MEMIT-style). Must equal tools/edits/make_fixture.py. */
 export interface ValueSearch {
   steps: number;
@@ -30,6 +44,8 @@ export interface EditSettings {
    * the `anchor_subjects` recorded in the model's edit_stats.safetensors, else none. See `resolveDefaults`.
    */
   anchorSubjects?: readonly string[];
+  /** Contexts of keys and values (above). */
+  contexts: EditContexts;
   /** Edited layers (HF module paths); default: every layer the model's edit_stats.safetensors covers. */
   layers?: readonly string[];
   /** λ: pull toward W₀. */
@@ -53,6 +69,7 @@ export interface EditSettings {
 
 export const DEFAULT_EDIT_SETTINGS: EditSettings = {
   keys: 'subject+targets',
+  contexts: 'plain',
   lambda: 1,
   valueSearch: DEFAULT_VALUE_SEARCH,
   maxPromptChars: 1000,

@@ -121,3 +121,12 @@ test('edit μ and anchor subjects: unset leaves the model statistics\' defaults;
   assert.deepEqual(loadConfig([], { PATCHBAY_EDIT_ANCHORS: 'none' }).editAnchors, []);
   assert.throws(() => loadConfig([], { PATCHBAY_EDIT_MU: '-1' }), ConfigError);
 });
+
+test('PATCHBAY_EDIT_CONTEXTS: plain by default, plain|chat|plain+chat accepted (flag too), anything else names the variable', () => {
+  assert.equal(loadConfig([], {}).editContexts, 'plain');
+  for (const v of ['plain', 'chat', 'plain+chat'] as const) assert.equal(loadConfig([], { PATCHBAY_EDIT_CONTEXTS: v }).editContexts, v);
+  assert.equal(loadConfig(['--edit-contexts', 'chat'], { PATCHBAY_EDIT_CONTEXTS: 'plain' }).editContexts, 'chat');
+  for (const bad of ['Chat', 'chat+plain', 'template']) {
+    assert.throws(() => loadConfig([], { PATCHBAY_EDIT_CONTEXTS: bad }), (err: unknown) => err instanceof ConfigError && /PATCHBAY_EDIT_CONTEXTS/.test(err.message));
+  }
+});
