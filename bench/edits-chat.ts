@@ -17,6 +17,7 @@
  * `--contexts`: the server's PATCHBAY_EDIT_CONTEXTS (where keys and values are taken; README); unset = its default.
  * The JSON keeps every answer: per edit right after (`rows`), and at the end (`end`: question, paraphrase and
  * prompt continuation of every edit), so the scores can be checked by hand.
+ * `--marks 20,50`: also evaluate everything (as at the end) right after those edits, stored under `marks`.
  * `--minutes`: stop posting edits after M minutes of stream and evaluate the edits made so far (retention = the
  * first 10 % of those). The JSON is rewritten after every edit, so a run cut short still reports what it did.
  */
@@ -33,6 +34,7 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: 'bench/out/edits-chat.json' },
     'max-tokens': { type: 'string', default: '24' },
     minutes: { type: 'string', default: 'Infinity' },
+    marks: { type: 'string', default: '' },
     contexts: { type: 'string' },
   },
 });
@@ -82,6 +84,7 @@ function names(answer: string, target: string): boolean {
   return new RegExp(`(^|[^\\p{L}])${t}($|[^\\p{L}])`, 'iu').test(answer);
 }
 
+const markAt = args.marks!.split(',').filter((x) => x !== '').map(Number);
 const rate = (xs: boolean[]) => (xs.length === 0 ? null : xs.filter(Boolean).length / xs.length);
 const t0 = performance.now();
 const already: boolean[] = [];
@@ -91,8 +94,11 @@ for (const q of data.unrelated) unrelatedBefore.push(await ask(q));
 interface Row { i: number; subject: string; target: string; seq: number; ackMs: number; computeMs: number; steps: number; nllBefore: number; nllAfter: number; answerBefore: string; answer: string; success: boolean; promptSuccess: boolean }
 const rows: Row[] = [];
 let report: Record<string, unknown> = {};
+/** End-of-stream style evaluations taken after edit k of the stream (`--marks`), kept in every later write. */
+const marks: Record<string, unknown> = {};
 const write = (extra: Record<string, unknown>) => {
   report = {
+    marks,
     model: args.model, modelId, contexts: args.contexts ?? 'server default', edits: rows.length, planned: N, layers: 'from edit_stats.safetensors', load_start: loadStart, load_now: load(),
     minutes: (performance.now() - t0) / 60000, already: rate(already), success_right_after: rate(rows.map((r) => r.success)), prompt_success_right_after: rate(rows.map((r) => r.promptSuccess)), rows, ...extra,
   };
@@ -125,39 +131,59 @@ try {
     rows.push(row);
     console.log(`#${i + 1} ${e.subject} →${e.target}: chat ${row.success ? 'ok ' : 'no '} prompt ${row.promptSuccess ? 'ok ' : 'no '} ${(ackMs / 1000).toFixed(1)} s, steps ${row.steps}, nll ${row.nllBefore.toFixed(2)}→${row.nllAfter.toFixed(2)} | ${answer.replace(/\s+/g, ' ').slice(0, 70)}`);
     write({});
+    if (markAt.includes(rows.length)) {
+      marks[String(rows.length)] = await evaluate(edits);
+      console.log(`mark ${rows.length}: ${summary(marks[String(rows.length)] as Record<string, unknown>)}`);
+      write({});
+    }
   }
-  const retained = edits.slice(0, Math.max(1, Math.round(edits.length / 10)));
+  const r = await evaluate(edits);
+  write(r);
+  console.log(`${rows.length} edits in ${(report['minutes'] as number).toFixed(1)} min (load ${loadStart} → ${load()}): already ${pct(report['already'])}, ${summary(r)}; wrote ${args.out}`);
+} finally {
+  await server.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+/**
+ * After the edits so far: every edit's question, paraphrase and own prompt again (retention = the first 10 %),
+ * and the unrelated questions (preservation: greedy answer unchanged from before the stream).
+ */
+async function evaluate(done: readonly RealEdit[]): Promise<Record<string, unknown>> {
+  const retained = Math.max(1, Math.round(done.length / 10));
   const end: { i: number; subject: string; target: string; answer: string; held: boolean; paraphrase: string; paraphraseOk: boolean; continuation: string; promptHeld: boolean }[] = [];
-  for (const [i, e] of edits.entries()) {
+  for (const [i, e] of done.entries()) {
     const answer = await ask(e.question);
     const para = await ask(e.paraphrase);
     const continuation = await complete(e.prompt);
     end.push({ i, subject: e.subject, target: e.target, answer, held: names(answer, e.target), paraphrase: para, paraphraseOk: names(para, e.target), continuation, promptHeld: startsWith(continuation, e.target) });
   }
-  const heldAtEnd = end.map((x) => x.held);
-  const promptHeld = end.map((x) => x.promptHeld);
-  const paraphrase = end.map((x) => x.paraphraseOk);
   const unrelatedAfter: string[] = [];
   for (const q of data.unrelated) unrelatedAfter.push(await ask(q));
-  write({
-    retention_first_10pct: rate(heldAtEnd.slice(0, retained.length)),
-    held_at_end: rate(heldAtEnd),
-    prompt_retention_first_10pct: rate(promptHeld.slice(0, retained.length)),
-    prompt_held_at_end: rate(promptHeld),
-    paraphrase: rate(paraphrase),
+  const doneRows = rows.slice(0, done.length);
+  return {
+    edits_evaluated: done.length,
+    load: load(),
+    success_right_after: rate(doneRows.map((x) => x.success)),
+    prompt_success_right_after: rate(doneRows.map((x) => x.promptSuccess)),
+    retention_first_10pct: rate(end.slice(0, retained).map((x) => x.held)),
+    held_at_end: rate(end.map((x) => x.held)),
+    prompt_retention_first_10pct: rate(end.slice(0, retained).map((x) => x.promptHeld)),
+    prompt_held_at_end: rate(end.map((x) => x.promptHeld)),
+    paraphrase: rate(end.map((x) => x.paraphraseOk)),
     preservation: rate(unrelatedAfter.map((a, i) => a === unrelatedBefore[i])),
     unrelated: data.unrelated.map((q, i) => ({ q, before: unrelatedBefore[i], after: unrelatedAfter[i] })),
     end,
-    ack_ms_median: rows.map((r) => r.ackMs).sort((x, y) => x - y)[Math.floor(rows.length / 2)],
-  });
-  const r = report;
-  console.log(
-    `${rows.length} edits in ${(r['minutes'] as number).toFixed(1)} min (load ${loadStart} → ${load()}): already ${pct(r['already'])}, success right after ${pct(r['success_right_after'])} (prompt ${pct(r['prompt_success_right_after'])}), ` +
-      `retention (first ${Math.max(1, Math.round(rows.length / 10))}) ${pct(r['retention_first_10pct'])}, held at end ${pct(r['held_at_end'])} (prompt ${pct(r['prompt_held_at_end'])}), paraphrase ${pct(r['paraphrase'])}, preservation ${pct(r['preservation'])}; wrote ${args.out}`,
+    ack_ms_median: doneRows.map((x) => x.ackMs).sort((x, y) => x - y)[Math.floor(doneRows.length / 2)],
+  };
+}
+
+function summary(r: Record<string, unknown>): string {
+  const n = r['edits_evaluated'] as number;
+  return (
+    `${n} edits: success right after ${pct(r['success_right_after'])} (prompt ${pct(r['prompt_success_right_after'])}), retention (first ${Math.max(1, Math.round(n / 10))}) ${pct(r['retention_first_10pct'])}, ` +
+    `held at end ${pct(r['held_at_end'])} (prompt ${pct(r['prompt_held_at_end'])}), paraphrase ${pct(r['paraphrase'])}, preservation ${pct(r['preservation'])}`
   );
-} finally {
-  await server.stop();
-  rmSync(dataDir, { recursive: true, force: true });
 }
 
 function pct(x: unknown): string {
