@@ -8,7 +8,8 @@
  *   held at end          every edit's question at the end
  *   paraphrase           a reworded question ("Tell me the name of the capital city of France.") at the end
  *   preservation         share of unrelated questions whose greedy answer is unchanged (exact text)
- *   already              the question named the target before any edit (counterfactuals: should be ~0)
+ *   already              the question named the target before any edit (counterfactuals: should be ~0); all
+ *                        questions are asked before the stream starts
  *   prompt success       the edit's own prompt, /v1/completions, greedy: the continuation starts with the target
  *                        (the classic edit-success metric; separates "the edit took" from "chat transfers it")
  * Needs models/<model>/edit_stats.safetensors (npm run edits:stats -- --model models/smollm2-135m --layers 24,25,26).
@@ -84,6 +85,7 @@ function names(answer: string, target: string): boolean {
   return new RegExp(`(^|[^\\p{L}])${t}($|[^\\p{L}])`, 'iu').test(answer);
 }
 
+const CONCURRENCY = 4;
 const markAt = args.marks!.split(',').filter((x) => x !== '').map(Number);
 const rate = (xs: boolean[]) => (xs.length === 0 ? null : xs.filter(Boolean).length / xs.length);
 const t0 = performance.now();
@@ -107,9 +109,10 @@ const write = (extra: Record<string, unknown>) => {
 };
 
 try {
+  const answersBefore = await pool(planned.map((e) => () => ask(e.question)));
   for (const [i, e] of planned.entries()) {
     if ((performance.now() - t0) / 60000 > Number(args.minutes)) break;
-    const answerBefore = await ask(e.question);
+    const answerBefore = answersBefore[i]!;
     already.push(names(answerBefore, e.target));
     edits.push(e);
     const t = performance.now();
@@ -151,13 +154,15 @@ try {
  */
 async function evaluate(done: readonly RealEdit[]): Promise<Record<string, unknown>> {
   const retained = Math.max(1, Math.round(done.length / 10));
-  const end: { i: number; subject: string; target: string; answer: string; held: boolean; paraphrase: string; paraphraseOk: boolean; continuation: string; promptHeld: boolean }[] = [];
-  for (const [i, e] of done.entries()) {
-    const answer = await ask(e.question);
-    const para = await ask(e.paraphrase);
-    const continuation = await complete(e.prompt);
-    end.push({ i, subject: e.subject, target: e.target, answer, held: names(answer, e.target), paraphrase: para, paraphraseOk: names(para, e.target), continuation, promptHeld: startsWith(continuation, e.target) });
-  }
+  const end = await pool(
+    done.map((e, i) => async () => {
+      const answer = await ask(e.question);
+      const para = await ask(e.paraphrase);
+      const continuation = await complete(e.prompt);
+      return { i, subject: e.subject, target: e.target, answer, held: names(answer, e.target), paraphrase: para, paraphraseOk: names(para, e.target), continuation, promptHeld: startsWith(continuation, e.target) };
+    }),
+  );
+  // One at a time, as before the stream: batched decoding could flip a near-tie and count as a change.
   const unrelatedAfter: string[] = [];
   for (const q of data.unrelated) unrelatedAfter.push(await ask(q));
   const doneRows = rows.slice(0, done.length);
@@ -176,6 +181,21 @@ async function evaluate(done: readonly RealEdit[]): Promise<Record<string, unkno
     end,
     ack_ms_median: doneRows.map((x) => x.ackMs).sort((x, y) => x - y)[Math.floor(doneRows.length / 2)],
   };
+}
+
+/**
+ * Runs `tasks` with CONCURRENCY in flight (the server batches them), results in order. Used for the questions
+ * whose score is a target match (held, paraphrase, already); the unrelated questions, whose score is exact text
+ * equality, are asked one at a time before and after.
+ */
+async function pool<T>(tasks: (() => Promise<T>)[]): Promise<T[]> {
+  const out: T[] = new Array(tasks.length);
+  let next = 0;
+  const lane = async () => {
+    for (let k = next++; k < tasks.length; k = next++) out[k] = await tasks[k]!();
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, lane));
+  return out;
 }
 
 function summary(r: Record<string, unknown>): string {
