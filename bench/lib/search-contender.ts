@@ -15,8 +15,6 @@ const n = Number(process.argv[2] ?? '8');
 const dir = process.argv[3] ?? 'models/tiny-gpt2';
 const { EditComputer } = await at('src/edits/compute.ts');
 const { EditState } = await at('src/edits/edit-state.ts');
-const { Gpt2Upper } = await at('src/edits/gpt2-upper.ts');
-const { llamaUpper } = await at('src/edits/llama-upper.ts');
 const { KeyProbe } = await at('src/edits/probe.ts');
 const { DEFAULT_EDIT_SETTINGS } = await at('src/edits/settings.ts');
 const { readModelInfo } = await at('src/runtime/model-config.ts');
@@ -30,7 +28,10 @@ const { table, layers, specs } = editLayerSpecs(bytes, join(dir, 'edit_stats.saf
 const read = (x: string) => table.read(x);
 const llama = model.architecture === 'llama';
 const probe = await KeyProbe.create(bytes, layers, model, 'cpu', 1);
-const upper = llama ? llamaUpper(model, read, layers) : new Gpt2Upper(read, 3, model.numLayers, 256, model.numKvHeads, model.vocabSize);
+// Imported only for the family run, so a checkout from before the Llama path can still be the GPT-2 `--old`.
+const upper = llama
+  ? (await at('src/edits/llama-upper.ts')).llamaUpper(model, read, layers)
+  : new (await at('src/edits/gpt2-upper.ts')).Gpt2Upper(read, 3, model.numLayers, 256, model.numKvHeads, model.vocabSize);
 const computer = new EditComputer(probe, upper, await HfTokenizer.load(model.dir), DEFAULT_EDIT_SETTINGS, model.contextLength);
 const state = await EditState.initial(specs, 1, 1);
 type Edit = { prompt: string; target: string; subject?: string };
