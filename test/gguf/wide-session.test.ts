@@ -6,19 +6,16 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { importGguf } from '../../src/import/import-gguf.ts';
 import { readModelInfo } from '../../src/runtime/model-config.ts';
-import { createSession } from '../../src/runtime/session.ts';
-import { Engine } from '../../src/runtime/engine.ts';
 import { loadRuntime } from '../../src/runtime/index.ts';
-import { decodeModel, encodeModel } from '../../src/runtime/graph/onnx.ts';
-import { sliceLogits } from '../../src/runtime/graph/logits-slice.ts';
+import { encodeModel } from '../../src/runtime/graph/onnx.ts';
 import { dequantizeNBitsLayers } from '../../src/runtime/graph/nbits-dequantize.ts';
-import { maxAbsDiff } from '../helpers/logits.ts';
 import { GGUF_FIXTURE, loadReference } from './fixture.ts';
+import { runSteps as run, sliced, worst } from './q4-steps.ts';
 
 let work: string;
 const dirs: Record<string, string> = {};
@@ -32,42 +29,6 @@ before(async () => {
 });
 after(async () => rm(work, { recursive: true, force: true }));
 
-async function sliced(dir: string) {
-  const model = decodeModel(new Uint8Array(await readFile((await readModelInfo(dir)).onnxPath)));
-  sliceLogits(model);
-  return model;
-}
-
-/** Prefill of every reference prompt (one batch), then 3 decode steps; logits of each row, and the graphs that ran. */
-async function run(dir: string, plain: Uint8Array, wide?: Uint8Array, rowsOf = loadReference().prompts.length, wideCountsTokens = false) {
-  const info = await readModelInfo(dir);
-  const opts = { device: 'cpu' as const, threads: 1 };
-  const engine = new Engine({
-    session: await createSession(plain, opts),
-    ...(wide ? { wideSession: await createSession(wide, opts), wideCountsTokens } : {}),
-    shape: info,
-    vocabSize: info.vocabSize,
-    baseVersion: 0,
-  });
-  try {
-    const prompts = loadReference().prompts.map((p) => p.input_ids).slice(0, rowsOf);
-    const out: Float32Array[] = [];
-    const graphs: string[] = [];
-    let step = await engine.forward(engine.emptyKv(prompts.length), prompts);
-    out.push(...step.logits);
-    graphs.push(step.graph);
-    for (let s = 0; s < 3; s++) {
-      step = await engine.forward(step.kv, prompts.map((_, b) => [(s * 7 + b) % info.vocabSize]));
-      out.push(...step.logits);
-      graphs.push(step.graph);
-    }
-    return { out, graphs };
-  } finally {
-    await engine.release();
-  }
-}
-
-const worst = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((x, i) => maxAbsDiff(x, Array.from(b[i]!))));
 // The same products in float32, summed in another order (MatMulNBits per block, the offsets as blocksum·offset):
 // the project's PyTorch tolerance, as for the q4 graph itself (import-q4.test.ts).
 const TOL = 1e-4;

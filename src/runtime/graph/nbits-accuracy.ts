@@ -8,11 +8,16 @@
  * Rewriting it lets one imported model serve either way without re-importing.
  */
 import { decodeModel, encodeModel, type ModelProto } from './onnx.ts';
+import { mergeSplitPlanes } from './nbits-merge-planes.ts';
 
 /** `auto`: 0 on 4-bit nodes, 4 on 8-bit ones (the importer's default; see src/import/quant/nbits-linear.ts). */
 export type NBitsAccuracy = 0 | 1 | 2 | 3 | 4 | 'auto';
 
-/** Sets the level on every MatMulNBits node of `model` in place; returns how many nodes it touched. */
+/**
+ * Sets the level on every MatMulNBits node of `model` in place; returns how many nodes it touched. At level 4
+ * an 8-bit weight that the q4 importer split into two 4-bit planes runs as one 8-bit node again
+ * (nbits-merge-planes.ts): the planes only pay off at level 0.
+ */
 export function setNBitsAccuracy(model: ModelProto, level: NBitsAccuracy): number {
   let count = 0;
   for (const n of model.graph?.node ?? []) {
@@ -23,6 +28,7 @@ export function setNBitsAccuracy(model: ModelProto, level: NBitsAccuracy): numbe
     n.attribute = attrs;
     count++;
   }
+  if (level === 4) mergeSplitPlanes(model);
   return count;
 }
 

@@ -14,7 +14,7 @@
  * The blocksum products and any initializer left unread afterwards are dropped. MatMulNBits nodes with a
  * bias or g_idx input are left as they are (the importer never writes those).
  */
-import { FLOAT, intAttr, node, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
+import { floatInitializer, floatsOf, intAttr, node, rawBytesOf, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
 
 const MNB = 'MatMulNBits';
 
@@ -44,13 +44,13 @@ export function dequantizeNBitsLayers(model: ModelProto): number {
     const offMul = byName.get(`${scope}/nbits_offset/FusedMatMul`);
     const offAdd = offMul && byName.get(`${scope}/nbits_offset/Add`);
     if ((lo && !loAdd) || (offMul && !offAdd)) continue;
-    const offsets = offMul ? floats(inits.get(offMul.input![1]!)) : undefined;
+    const offsets = offMul ? floatsOf(inits.get(offMul.input![1]!)) : undefined;
     if (offMul && !offsets) continue;
     const last = offAdd ?? loAdd ?? hi;
     const K = intAttr(hi, 'K', 0);
     const N = intAttr(hi, 'N', 0);
     const name = `${scope.replace(/^\//, '').replaceAll('/', '.')}.dequantized.weight`;
-    graph.initializer!.push(floatTensor(name, [K, N], dense(planes as Plane[], K, N, offsets)));
+    graph.initializer!.push(floatInitializer(name, [K, N], dense(planes as Plane[], K, N, offsets)));
     replaced.set(last, node('MatMul', `${scope}/MatMul`, [hi.input![0]!, name], [last.output![0]!]));
     for (const n of [hi, lo, loAdd, offMul, offAdd]) if (n && n !== last) dropped.add(n);
     layers++;
@@ -63,9 +63,9 @@ export function dequantizeNBitsLayers(model: ModelProto): number {
 function plane(n: NodeProto, inits: Map<string, TensorProto>): Plane | undefined {
   const [, b, s, zp, gIdx, bias] = n.input ?? [];
   if ((gIdx ?? '') !== '' || (bias ?? '') !== '') return undefined;
-  const data = bytes(inits.get(b ?? ''));
-  const scales = floats(inits.get(s ?? ''));
-  const zeroPoints = zp ? bytes(inits.get(zp)) : undefined;
+  const data = rawBytesOf(inits.get(b ?? ''));
+  const scales = floatsOf(inits.get(s ?? ''));
+  const zeroPoints = zp ? rawBytesOf(inits.get(zp)) : undefined;
   if (!data || !scales || (zp && !zeroPoints)) return undefined;
   return { node: n, data, scales, zeroPoints };
 }
@@ -116,23 +116,6 @@ function unpack(data: Uint8Array, i: number, bits: number): number {
   if (bits === 8) return data[i]!;
   const byte = data[i >> 1]!;
   return i & 1 ? byte >> 4 : byte & 15;
-}
-
-function bytes(t: TensorProto | undefined): Uint8Array | undefined {
-  return t?.rawData && t.rawData.byteLength > 0 ? t.rawData : undefined;
-}
-
-function floats(t: TensorProto | undefined): Float32Array | undefined {
-  if (!t || t.dataType !== FLOAT) return undefined;
-  if (t.rawData && t.rawData.byteLength > 0) {
-    const copy = new Uint8Array(t.rawData); // a copy in its own buffer (aligned; a Buffer's slice() would not copy)
-    return new Float32Array(copy.buffer, 0, copy.byteLength / 4);
-  }
-  return t.floatData && t.floatData.length > 0 ? Float32Array.from(t.floatData) : undefined;
-}
-
-function floatTensor(name: string, dims: number[], data: Float32Array): TensorProto {
-  return { name, dataType: FLOAT, dims, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
 /** Drops nodes whose outputs nothing reads (the shared blocksums), then initializers nothing reads. */

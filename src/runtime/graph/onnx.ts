@@ -73,3 +73,22 @@ export function intAttr(n: NodeProto, name: string, fallback: number): number {
   const a = (n.attribute ?? []).find((x) => x.name === name);
   return a ? toNumber(a.i) : fallback;
 }
+
+/** The raw bytes of an initializer stored as raw_data (every weight Patchbay writes), else undefined. */
+export function rawBytesOf(t: TensorProto | undefined): Uint8Array | undefined {
+  return t?.rawData && t.rawData.byteLength > 0 ? t.rawData : undefined;
+}
+
+/** A float32 initializer's values, in their own aligned buffer (a Buffer's slice() would not copy); else undefined. */
+export function floatsOf(t: TensorProto | undefined): Float32Array | undefined {
+  if (!t || t.dataType !== FLOAT) return undefined;
+  if (t.rawData && t.rawData.byteLength > 0) {
+    const copy = new Uint8Array(t.rawData);
+    return new Float32Array(copy.buffer, 0, copy.byteLength / 4);
+  }
+  return t.floatData && t.floatData.length > 0 ? Float32Array.from(t.floatData) : undefined;
+}
+
+export function floatInitializer(name: string, dims: number[], data: Float32Array): TensorProto {
+  return { name, dataType: FLOAT, dims, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}

@@ -1,0 +1,81 @@
+/**
+ * Merges an 8-bit weight that the q4 importer split into two exact 4-bit planes (src/import/quant/nbits-pack.ts
+ * splitTo4Bit) back into one 8-bit MatMulNBits, for graphs that run at accuracy_level 4.
+ *
+ * Why only there: the planes exist because ORT 1.30's 8-bit MatMulNBits re-dequantizes its whole matrix on
+ * every run at level 0 (BENCHMARKS.md, "8-bit head"), while its level-4 kernel (int8 activations) is fast. At
+ * level 4 one 8-bit node reads the same bytes as the two planes but runs one kernel instead of two plus an
+ * Add; for SmolLM2 that is the tied 49 152 × 576 head, the largest layer of a step.
+ *
+ * The planes: hi (scales 16s, zero point 8) and lo (scales s, zero points all 0). With u = 16·hi + lo:
+ *     16s·(hi − 8) + s·lo = s·(u − 128)
+ * so the merged node is 8-bit with lo's scales and the default zero point 128: the same values; only the
+ * kernel's int8 rounding of the activations differs, as for every other node at level 4. That is every split of
+ * a symmetric 8-bit type (Q8_0, Q6_K). A split whose low plane carries an offset table instead (from a type with
+ * its own block minimum, Q5_1) stays as two planes (not handled here).
+ *
+ * The planes' initializers stay when something else reads them (the tied embedding's GatherBlockQuantized
+ * lookup): the merged data is then a second copy (28 MB for SmolLM2's head).
+ */
+import { floatInitializer, floatsOf, intAttr, rawBytesOf, type ModelProto, type NodeProto } from './onnx.ts';
+
+const MNB = 'MatMulNBits';
+
+/** Rewrites `model` in place; returns how many split layers became one 8-bit node. */
+export function mergeSplitPlanes(model: ModelProto): number {
+  const graph = model.graph!;
+  const nodes = graph.node ?? [];
+  const inits = new Map((graph.initializer ?? []).map((t) => [t.name!, t]));
+  const byName = new Map(nodes.map((n) => [n.name ?? '', n]));
+  const dropped = new Set<NodeProto>();
+  let merged = 0;
+  for (const hi of nodes) {
+    if (hi.opType !== MNB || hi.domain !== 'com.microsoft' || (hi.name ?? '').includes('/nbits_lo/')) continue;
+    const scope = (hi.name ?? '').replace(/\/MatMulNBits$/, '');
+    const lo = byName.get(`${scope}/nbits_lo/MatMulNBits`);
+    const add = byName.get(`${scope}/nbits_lo/Add`);
+    if (!lo || !add || intAttr(hi, 'bits', 4) !== 4 || intAttr(lo, 'bits', 4) !== 4) continue;
+    if (intAttr(hi, 'accuracy_level', 0) !== 4 || intAttr(lo, 'accuracy_level', 0) !== 4) continue; // see above: level 4 only
+    const K = intAttr(hi, 'K', 0);
+    const N = intAttr(hi, 'N', 0);
+    const block = intAttr(hi, 'block_size', 32);
+    if (intAttr(lo, 'K', 0) !== K || intAttr(lo, 'N', 0) !== N || intAttr(lo, 'block_size', 32) !== block) continue;
+    const [, hiB, hiS, hiZp, ...hiRest] = hi.input ?? [];
+    const [, loB, loS, loZp, ...loRest] = lo.input ?? [];
+    if ((hiZp ?? '') !== '' || [...hiRest, ...loRest].some((i) => i !== '')) continue;
+    const hiData = rawBytesOf(inits.get(hiB ?? ''));
+    const loData = rawBytesOf(inits.get(loB ?? ''));
+    const scales = floatsOf(inits.get(loS ?? ''));
+    if (!hiData || !loData || !scales || hiData.length !== loData.length || hiData.length * 2 !== K * N) continue;
+    // Only the low plane with zero points 0 (its offsets were exactly 8s) and no offset correction.
+    if ((loZp ?? '') === '' || !rawBytesOf(inits.get(loZp!))?.every((b) => b === 0)) continue;
+    if (byName.has(`${scope}/nbits_offset/FusedMatMul`)) continue;
+
+    const base = (scope.replace(/^\//, '').replaceAll('/', '.') || 'layer') + '.nbits8';
+    graph.initializer!.push(
+      { name: `${base}.weight`, dataType: 2 /* UINT8 */, dims: [N, K / block, block], rawData: joinPlanes(hiData, loData) },
+      floatInitializer(`${base}.scales`, [N * (K / block)], scales),
+    );
+    hi.input = [hi.input![0]!, `${base}.weight`, `${base}.scales`];
+    hi.output = [add.output![0]!];
+    hi.attribute = (hi.attribute ?? []).map((a) => (a.name === 'bits' ? { ...a, i: 8 } : a));
+    dropped.add(lo).add(add);
+    merged++;
+  }
+  graph.node = nodes.filter((n) => !dropped.has(n));
+  const read = new Set(graph.node.flatMap((n) => n.input ?? []));
+  graph.initializer = (graph.initializer ?? []).filter((t) => read.has(t.name!));
+  return merged;
+}
+
+/** The 8-bit bytes u = 16·hi + lo from the planes' nibbles (low nibble = even element, as splitTo4Bit packs). */
+function joinPlanes(hi: Uint8Array, lo: Uint8Array): Uint8Array {
+  const out = new Uint8Array(hi.length * 2);
+  for (let i = 0; i < hi.length; i++) {
+    const h = hi[i]!;
+    const l = lo[i]!;
+    out[2 * i] = ((h & 15) << 4) | (l & 15);
+    out[2 * i + 1] = (h & 0xf0) | (l >> 4);
+  }
+  return out;
+}
