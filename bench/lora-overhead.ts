@@ -12,7 +12,8 @@
  * (branch nodes vs the rest) from `enableProfiling`.
  *
  *   npm run bench:lora-overhead -- [--model models/smollm2-135m-q4] [--adapter adapters/lora-smollm2-bard]
- *                                  [--threads 2] [--rounds 60] [--past 64] [--profile]
+ *                                  [--threads 2] [--rounds 60] [--past 64] [--profile] [--accuracy 0|4]
+ * `--accuracy` sets a quantized model's MatMulNBits accuracy_level as PATCHBAY_NBITS_ACCURACY does (default: as imported).
  */
 import { readFile, mkdir, writeFile, rm, readdir } from 'node:fs/promises';
 import { loadavg } from 'node:os';
@@ -20,6 +21,7 @@ import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { addDeltaBranches, sliceLogits } from '../src/runtime/graph/index.ts';
 import { keepDeltaBranches } from '../src/runtime/graph/keep-branches.ts';
+import { setNBitsAccuracy } from '../src/runtime/graph/nbits-accuracy.ts';
 import { decodeModel, encodeModel, valueInfoDims } from '../src/runtime/graph/onnx.ts';
 import { deltaTensors } from '../src/runtime/delta-feeds.ts';
 import { readModelInfo } from '../src/runtime/model-config.ts';
@@ -34,12 +36,17 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '60' },
     past: { type: 'string', default: '64' },
     profile: { type: 'boolean', default: false },
+    accuracy: { type: 'string' },
   },
 });
 const PAST = Number(args.past);
 const load0 = loadavg();
 const info = await readModelInfo(args.model);
 const proto = decodeModel(new Uint8Array(await readFile(info.onnxPath)));
+if (args.accuracy !== undefined) {
+  if (args.accuracy !== '0' && args.accuracy !== '4') throw new Error(`--accuracy takes 0 or 4, got "${args.accuracy}"`);
+  setNBitsAccuracy(proto, Number(args.accuracy) as 0 | 4);
+}
 sliceLogits(proto);
 const plainBytes = encodeModel(proto);
 const rewrite = addDeltaBranches(decodeModel(plainBytes), 'all-linear');
