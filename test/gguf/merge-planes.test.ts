@@ -51,9 +51,14 @@ test('level 4 merges every split layer into one 8-bit node holding the same weig
     assert.equal(intAttr(node, 'bits', 0), 8, s);
     assert.equal(node.input!.length, 3, `${s}: default zero point 128`);
   }
-  // The tied embedding still reads the planes; nothing else is left unread.
+  // The tied embedding's lookup reads the merged table too (one 8-bit GatherBlockQuantized): the table is stored
+  // once, the planes and the lookup's offset table are gone, and nothing is left unread.
+  const lookups = merged.graph!.node!.filter((n) => n.opType === 'GatherBlockQuantized');
+  assert.equal(lookups.length, 1);
+  assert.equal(intAttr(lookups[0]!, 'bits', 0), 8);
+  assert.equal(lookups[0]!.input![0], merged.graph!.node!.find((n) => n.name === '/lm_head/MatMulNBits')!.input![1]);
   const inits = new Set(merged.graph!.initializer!.map((t) => t.name));
-  assert.ok(inits.has('model.embed_tokens.nbits.B'));
+  assert.ok(!inits.has('model.embed_tokens.nbits.B') && !inits.has('model.embed_tokens.nbits_lo.B') && !inits.has('model.embed_tokens.nbits.offsets_gather'));
   const read = new Set(merged.graph!.node!.flatMap((n) => n.input ?? []));
   assert.deepEqual([...inits].filter((n) => !read.has(n!)), []);
 

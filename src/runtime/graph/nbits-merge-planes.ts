@@ -14,10 +14,12 @@
  * a symmetric 8-bit type (Q8_0, Q6_K). A split whose low plane carries an offset table instead (from a type with
  * its own block minimum, Q5_1) stays as two planes (not handled here).
  *
- * The planes' initializers stay when something else reads them (the tied embedding's GatherBlockQuantized
- * lookup): the merged data is then a second copy (28 MB for SmolLM2's head).
+ * A tied embedding that looks its rows up in the same planes (the importer's GatherBlockQuantized per plane, an
+ * Add, and the low plane's 8s gathered and added) is rewritten to one 8-bit GatherBlockQuantized on the merged
+ * table, s·(u − 128) per element, so the table is still stored once. A lookup of another shape keeps reading the
+ * planes, which then stay next to the merged copy.
  */
-import { floatInitializer, floatsOf, intAttr, rawBytesOf, type ModelProto, type NodeProto } from './onnx.ts';
+import { floatInitializer, floatsOf, intAttr, rawBytesOf, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
 
 const MNB = 'MatMulNBits';
 
@@ -60,12 +62,40 @@ export function mergeSplitPlanes(model: ModelProto): number {
     hi.output = [add.output![0]!];
     hi.attribute = (hi.attribute ?? []).map((a) => (a.name === 'bits' ? { ...a, i: 8 } : a));
     dropped.add(lo).add(add);
+    for (const n of tiedLookup(nodes, inits, hiB!, loB!, scales, `${base}.weight`)) dropped.add(n);
     merged++;
   }
   graph.node = nodes.filter((n) => !dropped.has(n));
   const read = new Set(graph.node.flatMap((n) => n.input ?? []));
   graph.initializer = (graph.initializer ?? []).filter((t) => read.has(t.name!));
   return merged;
+}
+
+/**
+ * The importer's lookup in a split table (src/import/quant/nbits-nodes.ts `embedding`):
+ *     g_hi = GBQ(hi, ids, s16) ; g_lo = GBQ(lo, ids, s) ; sum = Add(g_hi, g_lo) ; off = Gather(8s, ids) ; y = Add(sum, off)
+ * becomes y = GBQ(u, ids, s) with bits 8 (default zero point 128) when the gathered offsets are exactly 8s.
+ * Rewrites g_hi in place; returns the nodes it replaces. Anything else: left alone, returns none.
+ */
+function tiedLookup(nodes: NodeProto[], inits: Map<string, TensorProto>, hiB: string, loB: string, loScales: Float32Array, merged: string): NodeProto[] {
+  const gbq = (data: string) => nodes.find((n) => n.opType === 'GatherBlockQuantized' && n.input?.[0] === data);
+  const gHi = gbq(hiB);
+  const gLo = gbq(loB);
+  if (!gHi || !gLo || gHi.input![1] !== gLo.input![1] || (gHi.input![3] ?? '') !== '' || (gLo.input![3] ?? '') !== '') return [];
+  const readers = (t: string) => nodes.filter((n) => n.input?.includes(t));
+  const [sum, ...moreSum] = readers(gHi.output![0]!);
+  if (!sum || moreSum.length > 0 || sum.opType !== 'Add' || !sum.input!.includes(gLo.output![0]!) || readers(gLo.output![0]!).length !== 1) return [];
+  const [addOff, ...moreOff] = readers(sum.output![0]!);
+  if (!addOff || moreOff.length > 0 || addOff.opType !== 'Add') return [];
+  const offTensor = addOff.input!.find((i) => i !== sum.output![0]);
+  const gather = nodes.find((n) => n.opType === 'Gather' && n.output?.[0] === offTensor && n.input?.[1] === gHi.input![1]);
+  const offsets = gather && floatsOf(inits.get(gather.input![0]!));
+  if (!gather || !offsets || readers(offTensor!).length !== 1 || offsets.length !== loScales.length) return [];
+  for (let i = 0; i < offsets.length; i++) if (offsets[i] !== Math.fround(8 * loScales[i]!)) return [];
+  gHi.input = [merged, gHi.input![1]!, gLo.input![2]!];
+  gHi.output = [addOff.output![0]!];
+  gHi.attribute = (gHi.attribute ?? []).map((a) => (a.name === 'bits' ? { ...a, i: 8 } : a));
+  return [gLo, sum, gather, addOff];
 }
 
 /** The 8-bit bytes u = 16·hi + lo from the planes' nibbles (low nibble = even element, as splitTo4Bit packs). */
