@@ -11,8 +11,8 @@
  *     16s·(hi − 8) + s·lo = s·(u − 128)
  * so the merged node is 8-bit with lo's scales and the default zero point 128: the same values; only the
  * kernel's int8 rounding of the activations differs, as for every other node at level 4. That is every split of
- * a symmetric 8-bit type (Q8_0, Q6_K). A split whose low plane carries an offset table instead (from a type with
- * its own block minimum, Q5_1) stays as two planes (not handled here).
+ * a symmetric 8-bit type (Q8_0, Q6_K). A split whose low plane carries an offset table instead (a type with its
+ * own block minimum, such as Q5_1, which the GGUF reader refuses today) stays as two planes.
  *
  * A tied embedding that looks its rows up in the same planes (the importer's GatherBlockQuantized per plane, an
  * Add, and the low plane's 8s gathered and added) is rewritten to one 8-bit GatherBlockQuantized on the merged
