@@ -3,11 +3,13 @@
  *
  * Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE: tokens + merges) with the pre-tokenizers
  * llama.cpp names `gpt-2`/`default` (GPT-2 regex), `smollm` (single digits, then GPT-2 regex) and
- * `llama-bpe` (Llama 3 regex). SentencePiece vocabularies (`llama`, e.g. TinyLlama) and other pre-tokenizers
- * are refused by name. Token type 3 (control) becomes a special added token, 4 (user-defined) a
+ * `llama-bpe` (Llama 3 regex); and `llama`, SentencePiece vocabularies (tokens + scores: TinyLlama, Llama 2),
+ * converted by sentencepiece-tokenizer.ts. Other models and pre-tokenizers are refused by name. Token type 3
+ * (control) — and for SentencePiece 2 (unknown) — becomes a special added token, 4 (user-defined) a
  * non-special added token, so chat markers like `<|im_start|>` are matched whole.
  */
 import { unsupportedGguf, type GgufFile } from '../runtime/gguf/index.ts';
+import { sentencePieceModel } from './sentencepiece-tokenizer.ts';
 
 const GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
 const LLAMA3_REGEX =
@@ -47,20 +49,16 @@ export interface TokenizerFiles {
 export function buildTokenizerFiles(file: GgufFile, contextLength: number): TokenizerFiles {
   const m = file.metadata;
   const model = m.string('tokenizer.ggml.model');
-  if (model !== 'gpt2') {
-    throw unsupportedGguf(
-      file.source,
-      model === 'llama'
-        ? 'SentencePiece vocabularies (tokenizer.ggml.model = llama, e.g. TinyLlama) are not supported yet; byte-level BPE (gpt2) is'
-        : `tokenizer model "${model}" is not supported (byte-level BPE "gpt2" is)`,
-    );
+  if (model !== 'gpt2' && model !== 'llama') {
+    throw unsupportedGguf(file.source, `tokenizer model "${model}" is not supported (byte-level BPE "gpt2" and SentencePiece "llama" are)`);
   }
+  const spm = model === 'llama';
   const tokens = m.stringArray('tokenizer.ggml.tokens');
-  const merges = m.stringArray('tokenizer.ggml.merges');
+  const merges = spm ? [] : m.stringArray('tokenizer.ggml.merges');
   if (!tokens || !merges) throw unsupportedGguf(file.source, 'tokenizer.ggml.tokens and tokenizer.ggml.merges are required for a gpt2 tokenizer');
   const types = m.numberArray('tokenizer.ggml.token_type') ?? [];
   if (types.length && types.length !== tokens.length) throw unsupportedGguf(file.source, `${types.length} token types for ${tokens.length} tokens`);
-  const pre = m.string('tokenizer.ggml.pre', 'default');
+  const pre = spm ? 'default' : m.string('tokenizer.ggml.pre', 'default');
 
   const vocab: Record<string, number> = {};
   const added: object[] = [];
@@ -68,8 +66,9 @@ export function buildTokenizerFiles(file: GgufFile, contextLength: number): Toke
     if (Object.hasOwn(vocab, t)) throw unsupportedGguf(file.source, `token ${JSON.stringify(t)} appears twice in the vocabulary`);
     vocab[t] = id;
     const type = types[id] ?? 1;
-    if (type === 3 || type === 4) {
-      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: type === 4, special: type === 3 });
+    const special = type === 3 || (spm && type === 2);
+    if (special || type === 4) {
+      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: !special, special });
     }
   });
   const id = (key: string) => {
@@ -85,36 +84,40 @@ export function buildTokenizerFiles(file: GgufFile, contextLength: number): Toke
   const unk = id('unknown_token_id');
   const chatTemplate = m.string('tokenizer.chat_template', undefined);
 
+  const text = (i: number | undefined) => (i === undefined ? undefined : tokens[i]);
+  const sp = spm ? sentencePieceModel(file, tokens, vocab, text(unk)) : undefined;
   const tokenizerJson = {
     version: '1.0',
     truncation: null,
     padding: null,
     added_tokens: added,
-    normalizer: null,
-    pre_tokenizer: preTokenizer(pre, file.source),
+    normalizer: sp ? sp.normalizer : null,
+    pre_tokenizer: sp ? sp.preTokenizer : preTokenizer(pre, file.source),
     post_processor: null,
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: pre === 'llama-bpe' || pre === 'llama3',
-      vocab,
-      merges,
-    },
+    decoder: sp ? sp.decoder : { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: sp
+      ? sp.model
+      : {
+          type: 'BPE',
+          dropout: null,
+          unk_token: null,
+          continuing_subword_prefix: null,
+          end_of_word_suffix: null,
+          fuse_unk: false,
+          byte_fallback: false,
+          ignore_merges: pre === 'llama-bpe' || pre === 'llama3',
+          vocab,
+          merges,
+        },
   };
-  const text = (i: number | undefined) => (i === undefined ? undefined : tokens[i]);
   const tokenizerConfig: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
     bos_token: text(bos) ?? null,
     eos_token: text(eos) ?? null,
     pad_token: text(pad) ?? null,
     unk_token: text(unk) ?? null,
-    add_bos_token: m.bool('tokenizer.ggml.add_bos_token', false),
+    // llama.cpp's default when the file does not say: a BOS for SentencePiece vocabularies, none for byte-level BPE.
+    add_bos_token: m.bool('tokenizer.ggml.add_bos_token', spm),
     add_eos_token: m.bool('tokenizer.ggml.add_eos_token', false),
     clean_up_tokenization_spaces: false,
     model_max_length: contextLength,
