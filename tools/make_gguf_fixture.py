@@ -14,6 +14,8 @@ Outputs (committed, ~2 MB):
 
 A second, smaller file covers the other layout: test/fixtures/tiny-gguf/tiny-llama-untied.gguf (+
 reference-untied.json): untied `output.weight`, default alignment (32), one KV head for four query heads.
+A third, test/fixtures/tiny-gguf/tiny-qwen2.gguf (+ reference-qwen2.json), is a Qwen2: q/k/v biases, Q/K rows
+in HF order (llama.cpp permutes only Llama's), the `qwen2` pre-tokenizer; reference Qwen2ForCausalLM.
 
 Why a random model and not the embedded tiny-llama: K-quants need rows of 256 (tiny-llama has 128 and 344).
 The weights are seeded random draws; numerics, not quality, are under test. transformers' own GGUF loader
@@ -135,6 +137,23 @@ def use_untied():
     CFG, TYPES, TIED, NAME, N_STEPS = UNTIED["cfg"], UNTIED["types"], False, "tiny-llama-untied", UNTIED["steps"]
 
 
+# Qwen2: the Llama layout plus q/k/v biases (F32 tensors `blk.N.attn_{q,k,v}.bias`), Q/K rows NOT permuted by
+# llama.cpp's converter (its Qwen2 model uses the NeoX RoPE, i.e. HF's rotate_half order), the `qwen2`
+# pre-tokenizer; tied embeddings as Qwen2-0.5B.
+QWEN2 = dict(
+    cfg=dict(hidden=64, layers=1, heads=4, kv_heads=2, inter=128, ctx=128, theta=1000000.0, eps=1e-6),
+    types={"token_embd.weight": T.Q8_0, "blk.0.attn_q.weight": T.Q4_0, "blk.0.attn_k.weight": T.Q4_1,
+           "blk.0.attn_v.weight": T.Q8_0, "blk.0.ffn_down.weight": T.Q4_1},
+    steps=2,
+)
+ARCH = "llama"
+
+
+def use_qwen2():
+    global CFG, TYPES, TIED, NAME, N_STEPS, ARCH
+    CFG, TYPES, TIED, NAME, N_STEPS, ARCH = QWEN2["cfg"], QWEN2["types"], True, "tiny-qwen2", QWEN2["steps"], "qwen2"
+
+
 def random_weights(rng, vocab):
     c = CFG
     hd = c["hidden"] // c["heads"]
@@ -148,6 +167,9 @@ def random_weights(rng, vocab):
     for i in range(c["layers"]):
         for n, (o, k) in shapes.items():
             w[f"blk.{i}.{n}.weight"] = rng.normal(0, 1.0 / np.sqrt(k), (o, k))
+        if ARCH == "qwen2":
+            for n in ("attn_q", "attn_k", "attn_v"):
+                w[f"blk.{i}.{n}.bias"] = rng.normal(0, 0.5, shapes[n][0])
         w[f"blk.{i}.attn_norm.weight"] = 1 + 0.1 * rng.normal(size=c["hidden"])
         w[f"blk.{i}.ffn_norm.weight"] = 1 + 0.1 * rng.normal(size=c["hidden"])
     return {k: v.astype(np.float32) for k, v in w.items()}
@@ -170,6 +192,8 @@ def main():
     build()
     use_untied()
     build()
+    use_qwen2()
+    build()
 
 
 def build():
@@ -181,7 +205,7 @@ def build():
     rng = np.random.default_rng(6)
     hf = random_weights(rng, vocab)  # HF row layout
     path = os.path.join(OUT, f"{NAME}.gguf")
-    wr = gguf.GGUFWriter(path, "llama")
+    wr = gguf.GGUFWriter(path, ARCH)
     if TIED:
         wr.add_custom_alignment(64)
     wr.add_name(NAME)
@@ -196,7 +220,7 @@ def build():
     wr.add_rope_freq_base(c["theta"])
     wr.add_vocab_size(vocab)
     wr.add_tokenizer_model("gpt2")
-    wr.add_tokenizer_pre("gpt-2")
+    wr.add_tokenizer_pre("qwen2" if ARCH == "qwen2" else "gpt-2")
     wr.add_token_list(tokens)
     wr.add_token_types(types)
     wr.add_token_merges(merges)
@@ -210,9 +234,9 @@ def build():
     ref_tensors = {}
     deq = {}  # GGUF-layout dequantized float32
     for name, w in hf.items():
-        if name.endswith("attn_q.weight"):
+        if ARCH == "llama" and name.endswith("attn_q.weight"):
             w = permute(w, c["heads"])
-        elif name.endswith("attn_k.weight"):
+        elif ARCH == "llama" and name.endswith("attn_k.weight"):
             w = permute(w, c["kv_heads"])
         qtype = TYPES.get(name, T.F32)
         data = encode(w, qtype)
@@ -235,31 +259,31 @@ def build():
     model = build_reference_model(deq, vocab)
     cross_check_transformers(model, path)
     out = dict(
-        source=f"gguf-py {getattr(gguf, '__version__', '?')} dequantize; transformers LlamaForCausalLM float32 eager, torch {torch.__version__}",
+        source=f"gguf-py {getattr(gguf, '__version__', '?')} dequantize; transformers {'Qwen2' if ARCH == 'qwen2' else 'Llama'}ForCausalLM float32 eager, torch {torch.__version__}",
         tolerance=1e-4, vocab_size=vocab, config=c, tensors=ref_tensors,
         notes="position_ids = 0..n-1, no BOS; decode_steps[i].token = argmax of the previous logits, fed at "
               "position len(input_ids)+i; logits rounded to 6 decimals",
         prompts=reference_logits(model),
     )
-    ref_path = os.path.join(OUT, "reference.json" if TIED else "reference-untied.json")
+    ref_path = os.path.join(OUT, "reference-qwen2.json" if ARCH == "qwen2" else "reference.json" if TIED else "reference-untied.json")
     with open(ref_path, "w") as f:
         json.dump(out, f, separators=(",", ":"))
     print(f"wrote {ref_path} ({os.path.getsize(ref_path) / 1e6:.2f} MB)")
 
 
 def hf_config(vocab):
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig, Qwen2Config
     c = CFG
-    return LlamaConfig(vocab_size=vocab, hidden_size=c["hidden"], intermediate_size=c["inter"],
+    return (Qwen2Config if ARCH == "qwen2" else LlamaConfig)(vocab_size=vocab, hidden_size=c["hidden"], intermediate_size=c["inter"],
                        num_hidden_layers=c["layers"], num_attention_heads=c["heads"], num_key_value_heads=c["kv_heads"],
                        max_position_embeddings=c["ctx"], rms_norm_eps=c["eps"], rope_theta=c["theta"],
                        tie_word_embeddings=TIED, bos_token_id=0, eos_token_id=0, pad_token_id=0)
 
 
 def build_reference_model(deq, vocab):
-    from transformers import LlamaForCausalLM
+    from transformers import LlamaForCausalLM, Qwen2ForCausalLM
     c = CFG
-    model = LlamaForCausalLM(hf_config(vocab)).eval()
+    model = (Qwen2ForCausalLM if ARCH == "qwen2" else LlamaForCausalLM)(hf_config(vocab)).eval()
     names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
              "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
              "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
@@ -267,11 +291,13 @@ def build_reference_model(deq, vocab):
     for i in range(c["layers"]):
         for g, h in names.items():
             w = deq[f"blk.{i}.{g}.weight"]
-            if g == "attn_q":
+            if ARCH == "llama" and g == "attn_q":
                 w = unpermute(w, c["heads"])
-            elif g == "attn_k":
+            elif ARCH == "llama" and g == "attn_k":
                 w = unpermute(w, c["kv_heads"])
             sd[f"model.layers.{i}.{h}.weight"] = w
+            if f"blk.{i}.{g}.bias" in deq:
+                sd[f"model.layers.{i}.{h}.bias"] = deq[f"blk.{i}.{g}.bias"]
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
     sd["lm_head.weight"] = sd["model.embed_tokens.weight"] if TIED else torch.from_numpy(deq["output.weight"])
     missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -52,8 +52,8 @@ export async function importGguf(ggufPath: string, outDir: string, weights: Weig
 
     const config = {
       _name_or_path: ggufModelName(ggufPath),
-      architectures: ['LlamaForCausalLM'],
-      model_type: 'llama',
+      architectures: [hp.architecture === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+      model_type: hp.architecture,
       vocab_size: hp.vocabSize,
       hidden_size: hp.hidden,
       intermediate_size: hp.intermediate,
@@ -65,7 +65,7 @@ export async function importGguf(ggufPath: string, outDir: string, weights: Weig
       rms_norm_eps: hp.rmsEps,
       rope_theta: hp.ropeTheta,
       hidden_act: 'silu',
-      attention_bias: false,
+      attention_bias: hp.architecture === 'qwen2',
       mlp_bias: false,
       tie_word_embeddings: hp.tiedEmbeddings,
       bos_token_id: tok.bosTokenId ?? null,

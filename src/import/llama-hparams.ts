@@ -1,13 +1,15 @@
 /**
  * Llama hyper-parameters from GGUF metadata (`<arch>.*` keys written by llama.cpp's convert_hf_to_gguf.py).
- * Architectures other than Llama are refused by name; so are RoPE variants the graph does not implement.
+ * Llama and Qwen2 (the Llama layout plus q/k/v biases, with Q/K rows that llama.cpp's converter leaves in HF's
+ * order) are built; other architectures are refused by name, and so are RoPE variants the graph does not implement.
  */
 import { unsupportedGguf, type GgufFile } from '../runtime/gguf/index.ts';
 
-export const SUPPORTED_ARCHITECTURES = ['llama'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'qwen2'] as const;
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export interface LlamaHparams {
-  architecture: 'llama';
+  architecture: Architecture;
   name: string;
   vocabSize: number;
   hidden: number;
@@ -49,7 +51,7 @@ export function readLlamaHparams(file: GgufFile): LlamaHparams {
     throw unsupportedGguf(file.source, `token_embd.weight has dims [${embd.dims}], expected [${hidden}, ${vocabSize}]`);
   }
   return {
-    architecture: 'llama',
+    architecture: arch as Architecture,
     name: m.string('general.name', 'gguf-model'),
     vocabSize,
     hidden,

@@ -63,8 +63,12 @@ export function buildLlamaOnnx(file: GgufFile, hp: LlamaHparams, mode: WeightsMo
     const L = `/model/layers.${i}`;
     const blk = `blk.${i}`;
     const h = emitRmsNorm(b, `${L}/input_layernorm`, x, `model.layers.${i}.input_layernorm.weight`, dequantizeTensor(file, t(`${blk}.attn_norm.weight`)), hp.rmsEps);
-    const lin = (sub: string, tensor: string, input: string, unpermuteHeads?: number) =>
-      emitLinear(b, `${L}/${sub}`, input, { file, info: t(`${blk}.${tensor}.weight`), ...(unpermuteHeads ? { unpermuteHeads } : {}) }, mode, undefined, accuracyLevel).output;
+    // llama.cpp permutes Llama's Q/K rows for its RoPE; its Qwen2 conversion keeps HF's order (NeoX RoPE).
+    const permuted = hp.architecture === 'llama';
+    const lin = (sub: string, tensor: string, input: string, unpermuteHeads?: number) => {
+      const y = emitLinear(b, `${L}/${sub}`, input, { file, info: t(`${blk}.${tensor}.weight`), ...(unpermuteHeads && permuted ? { unpermuteHeads } : {}) }, mode, undefined, accuracyLevel).output;
+      return withBias(b, file, `${L}/${sub}`, y, `${blk}.${tensor}.bias`);
+    };
     const A = `${L}/self_attn`;
     const heads = (y: string, shape: string) => b.op1(A, 'Transpose', [b.op1(A, 'Reshape', [y, shape])], { perm: [0, 2, 1, 3] });
     let q = heads(lin('self_attn/q_proj', 'attn_q', h, H), c.shapeQ);
@@ -111,6 +115,19 @@ function embed(b: GraphBuilder, file: GgufFile, hp: LlamaHparams, ids: string, m
   }
   const name = b.floatInit('model.embed_tokens.weight', [hp.vocabSize, hp.hidden], dequantizeTensor(file, file.tensor('token_embd.weight')));
   return b.op1(S, 'Gather', [name, ids], { axis: 0 });
+}
+
+/**
+ * `y + bias` when the GGUF has `<tensor>.bias` (Qwen2's q/k/v): an Add of a float32 [d_out] initializer named
+ * after the HF module (`model.layers.0.self_attn.q_proj.bias`), the pattern the graph rewrite reads as the
+ * layer's bias (runtime/graph/linear-layers.ts), so adapter branches attach after it as on a biased Linear.
+ */
+function withBias(b: GraphBuilder, file: GgufFile, scope: string, y: string, tensor: string): string {
+  const info = file.tensors.get(tensor);
+  if (!info) return y;
+  const name = `${scope.replace(/^\//, '').replaceAll('/', '.')}.bias`;
+  b.floatInit(name, [info.dims[0]!], dequantizeTensor(file, info));
+  return b.op1(scope, 'Add', [y, name]);
 }
 
 /** cos/sin [B, 1, S, hd] from position_ids, in float32 as HF's LlamaRotaryEmbedding. */

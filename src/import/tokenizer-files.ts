@@ -3,7 +3,7 @@
  *
  * Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE: tokens + merges) with the pre-tokenizers
  * llama.cpp names `gpt-2`/`default` (GPT-2 regex), `smollm` (single digits, then GPT-2 regex) and
- * `llama-bpe` (Llama 3 regex); and `llama`, SentencePiece vocabularies (tokens + scores: TinyLlama, Llama 2),
+ * `llama-bpe` (Llama 3 regex), `qwen2` (the same with single digits); and `llama`, SentencePiece vocabularies (tokens + scores: TinyLlama, Llama 2),
  * converted by sentencepiece-tokenizer.ts. Other models and pre-tokenizers are refused by name. Token type 3
  * (control) — and for SentencePiece 2 (unknown) — becomes a special added token, 4 (user-defined) a
  * non-special added token, so chat markers like `<|im_start|>` are matched whole.
@@ -15,6 +15,10 @@ const GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p
 const LLAMA3_REGEX =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+/** llama.cpp's `qwen2` pre-tokenizer: Llama 3's, with single digits. */
+const QWEN2_REGEX =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 const byteLevel = (useRegex: boolean) => ({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: useRegex });
 
 function preTokenizer(pre: string, source: string): object {
@@ -25,6 +29,11 @@ function preTokenizer(pre: string, source: string): object {
       return byteLevel(true);
     case 'smollm':
       return { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, byteLevel(true)] };
+    case 'qwen2':
+      return {
+        type: 'Sequence',
+        pretokenizers: [{ type: 'Split', pattern: { Regex: QWEN2_REGEX }, behavior: 'Isolated', invert: false }, byteLevel(false)],
+      };
     case 'llama-bpe':
     case 'llama3':
       return {
@@ -32,7 +41,7 @@ function preTokenizer(pre: string, source: string): object {
         pretokenizers: [{ type: 'Split', pattern: { Regex: LLAMA3_REGEX }, behavior: 'Isolated', invert: false }, byteLevel(false)],
       };
     default:
-      throw unsupportedGguf(source, `tokenizer pre-tokenizer "${pre}" is not supported (known: gpt-2, smollm, llama-bpe)`);
+      throw unsupportedGguf(source, `tokenizer pre-tokenizer "${pre}" is not supported (known: gpt-2, smollm, llama-bpe, qwen2)`);
   }
 }
 

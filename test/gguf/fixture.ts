@@ -19,7 +19,10 @@ export interface GgufReference {
   }>;
 }
 
-export function loadReference(variant: 'mixed' | 'untied' = 'mixed'): GgufReference {
-  const file = variant === 'mixed' ? 'reference.json' : 'reference-untied.json';
+/** Qwen2: q/k/v biases, Q/K rows in HF order, the `qwen2` pre-tokenizer (reference-qwen2.json). */
+export const GGUF_QWEN2_FIXTURE = 'test/fixtures/tiny-gguf/tiny-qwen2.gguf';
+
+export function loadReference(variant: 'mixed' | 'untied' | 'qwen2' = 'mixed'): GgufReference {
+  const file = variant === 'mixed' ? 'reference.json' : `reference-${variant}.json`;
   return JSON.parse(readFileSync(`test/fixtures/tiny-gguf/${file}`, 'utf8')) as GgufReference;
 }

@@ -13,6 +13,7 @@ import { decodeModel } from '../../src/runtime/graph/onnx.ts';
 import { sliceLogits } from '../../src/runtime/graph/logits-slice.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
 import { GGUF_FIXTURE, GGUF_UNTIED_FIXTURE, loadReference } from './fixture.ts';
+import { assertMatchesReference } from './q4-steps.ts';
 
 let work: string;
 let modelDir: string;
@@ -110,19 +111,5 @@ test('untied output.weight, default alignment, 4 query heads per KV head: logits
   assert.ok(inits.includes('lm_head.weight') && inits.includes('model.embed_tokens.weight'));
   const info = await readModelInfo(dir);
   assert.equal(info.numKvHeads, 1);
-  const session = await createSession(new Uint8Array(await readFile(info.onnxPath)), { device: 'cpu', threads: 1 });
-  try {
-    const engine = new Engine({ session, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
-    let step = await engine.forward(engine.emptyKv(ref.prompts.length), ref.prompts.map((p) => p.input_ids), {});
-    ref.prompts.forEach((p, b) => assert.ok(maxAbsDiff(step.logits[b]!, p.last_logits) <= ref.tolerance, `prompt ${b}`));
-    for (let s = 0; s < ref.prompts[0]!.decode_steps.length; s++) {
-      step = await engine.forward(step.kv, ref.prompts.map((p) => [p.decode_steps[s]!.token]), {});
-      ref.prompts.forEach((p, b) => {
-        const diff = maxAbsDiff(step.logits[b]!, p.decode_steps[s]!.logits);
-        assert.ok(diff <= ref.tolerance, `prompt ${b} decode step ${s} differs by ${diff}`);
-      });
-    }
-  } finally {
-    await session.release();
-  }
+  await assertMatchesReference(dir, ref);
 });

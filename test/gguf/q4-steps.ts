@@ -1,4 +1,4 @@
-/** Shared by the q4 graph-rewrite tests: run a rewritten graph of the tiny GGUF fixture through the Engine. */
+/** Shared by the GGUF import tests: run an imported (or rewritten) graph of a tiny GGUF fixture through the Engine. */
 import { readFile } from 'node:fs/promises';
 import { readModelInfo } from '../../src/runtime/model-config.ts';
 import { createSession } from '../../src/runtime/session.ts';
@@ -6,7 +6,8 @@ import { Engine } from '../../src/runtime/engine.ts';
 import { decodeModel } from '../../src/runtime/graph/onnx.ts';
 import { sliceLogits } from '../../src/runtime/graph/logits-slice.ts';
 import { maxAbsDiff } from '../helpers/logits.ts';
-import { loadReference } from './fixture.ts';
+import assert from 'node:assert/strict';
+import { loadReference, type GgufReference } from './fixture.ts';
 
 /** The model of `dir` with the runtime's logits slice applied, as the served plain graph. */
 export async function sliced(dir: string) {
@@ -46,3 +47,29 @@ export async function runSteps(dir: string, plain: Uint8Array, wide?: Uint8Array
 
 /** The largest |Δlogit| between two lists of logit rows. */
 export const worst = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((x, i) => maxAbsDiff(x, Array.from(b[i]!))));
+
+/**
+ * The imported model in `dir` against its PyTorch reference: a padded prefill of every prompt, then the reference's
+ * decode steps, each row's logits within `tolerance` (default: the reference's own).
+ */
+export async function assertMatchesReference(dir: string, ref: GgufReference, tolerance = ref.tolerance): Promise<void> {
+  const info = await readModelInfo(dir);
+  const session = await createSession(new Uint8Array(await readFile(info.onnxPath)), { device: 'cpu', threads: 1 });
+  try {
+    const engine = new Engine({ session, shape: info, vocabSize: info.vocabSize, baseVersion: 1 });
+    let step = await engine.forward(engine.emptyKv(ref.prompts.length), ref.prompts.map((p) => p.input_ids), {});
+    ref.prompts.forEach((p, b) => {
+      const diff = maxAbsDiff(step.logits[b]!, p.last_logits);
+      assert.ok(diff <= tolerance, `prompt ${b} last logits differ by ${diff}`);
+    });
+    for (let s = 0; s < ref.prompts[0]!.decode_steps.length; s++) {
+      step = await engine.forward(step.kv, ref.prompts.map((p) => [p.decode_steps[s]!.token]), {});
+      ref.prompts.forEach((p, b) => {
+        const diff = maxAbsDiff(step.logits[b]!, p.decode_steps[s]!.logits);
+        assert.ok(diff <= tolerance, `prompt ${b} decode step ${s} differs by ${diff}`);
+      });
+    }
+  } finally {
+    await session.release();
+  }
+}
