@@ -68,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     });
     const types = Object.entries(r.tensorTypes).map(([t, n]) => `${n}×${t}`).join(', ');
     process.stdout.write(
-      `imported ${args.gguf} (${r.hparams.name}: llama, ${r.hparams.layers} layers, vocab ${r.hparams.vocabSize}; tensors ${types})\n` +
+      `imported ${args.gguf} (${r.hparams.name}: ${r.hparams.architecture}, ${r.hparams.layers} layers, vocab ${r.hparams.vocabSize}; tensors ${types})\n` +
         `  → ${r.outDir} (--weights ${args.weights}, attention ${args.attention ?? 'append'}, ONNX ${(r.onnxBytes / 1e6).toFixed(1)} MB) in ${r.seconds.toFixed(1)} s\n`,
     );
     return 0;
