@@ -15,6 +15,7 @@
  */
 import { dequantizeTensor, type GgufFile } from '../runtime/gguf/index.ts';
 import { FLOAT, INT64 } from '../runtime/graph/onnx.ts';
+import { modulePath } from '../runtime/graph/module-path.ts';
 import { emitLinear, type WeightsMode } from './emit-linear.ts';
 import { emitQuantizedEmbedding, DEFAULT_IMPORT_ACCURACY } from './quant/nbits-linear.ts';
 import { MS_DOMAIN } from './quant/nbits-nodes.ts';
@@ -125,7 +126,7 @@ function embed(b: GraphBuilder, file: GgufFile, hp: LlamaHparams, ids: string, m
 function withBias(b: GraphBuilder, file: GgufFile, scope: string, y: string, tensor: string): string {
   const info = file.tensors.get(tensor);
   if (!info) return y;
-  const name = `${scope.replace(/^\//, '').replaceAll('/', '.')}.bias`;
+  const name = `${modulePath(`${scope}/Add`, '')}.bias`;
   b.floatInit(name, [info.dims[0]!], dequantizeTensor(file, info));
   return b.op1(scope, 'Add', [y, name]);
 }

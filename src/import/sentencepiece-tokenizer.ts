@@ -35,9 +35,7 @@ export function sentencePieceModel(file: GgufFile, tokens: readonly string[], vo
     for (let i = 1; i < chars.length; i++) {
       const left = chars.slice(0, i).join('');
       const right = chars.slice(i).join('');
-      const l = vocab[left];
-      const r = vocab[right];
-      if (l !== undefined && r !== undefined && Object.hasOwn(vocab, left) && Object.hasOwn(vocab, right)) local.push({ left, right, score: scores[id]!, l, r });
+      if (Object.hasOwn(vocab, left) && Object.hasOwn(vocab, right)) local.push({ left, right, score: scores[id]!, l: vocab[left]!, r: vocab[right]! });
     }
     local.sort((a, b) => a.l - b.l || a.r - b.r);
     candidates.push(...local);

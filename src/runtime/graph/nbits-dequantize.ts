@@ -14,7 +14,8 @@
  * The blocksum products and any initializer left unread afterwards are dropped. MatMulNBits nodes with a
  * bias or g_idx input are left as they are (the importer never writes those).
  */
-import { floatInitializer, floatsOf, intAttr, node, rawBytesOf, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
+import { floatInitializer, floatsOf, intAttr, node, pruneUnread, rawBytesOf, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
+import { modulePath } from './module-path.ts';
 
 const MNB = 'MatMulNBits';
 
@@ -49,14 +50,14 @@ export function dequantizeNBitsLayers(model: ModelProto): number {
     const last = offAdd ?? loAdd ?? hi;
     const K = intAttr(hi, 'K', 0);
     const N = intAttr(hi, 'N', 0);
-    const name = `${scope.replace(/^\//, '').replaceAll('/', '.')}.dequantized.weight`;
+    const name = `${modulePath(hi.name ?? '', '')}.dequantized.weight`;
     graph.initializer!.push(floatInitializer(name, [K, N], dense(planes as Plane[], K, N, offsets)));
     replaced.set(last, node('MatMul', `${scope}/MatMul`, [hi.input![0]!, name], [last.output![0]!]));
     for (const n of [hi, lo, loAdd, offMul, offAdd]) if (n && n !== last) dropped.add(n);
     layers++;
   }
   graph.node = nodes.filter((n) => !dropped.has(n)).map((n) => replaced.get(n) ?? n);
-  pruneUnread(model);
+  pruneUnread(model); // the shared blocksums, and every initializer the MatMuls replaced
   return layers;
 }
 
@@ -116,18 +117,4 @@ function unpack(data: Uint8Array, i: number, bits: number): number {
   if (bits === 8) return data[i]!;
   const byte = data[i >> 1]!;
   return i & 1 ? byte >> 4 : byte & 15;
-}
-
-/** Drops nodes whose outputs nothing reads (the shared blocksums), then initializers nothing reads. */
-function pruneUnread(model: ModelProto): void {
-  const graph = model.graph!;
-  const outputs = new Set((graph.output ?? []).map((o) => o.name!));
-  for (;;) {
-    const read = new Set((graph.node ?? []).flatMap((n) => n.input ?? []));
-    const keep = (graph.node ?? []).filter((n) => (n.output ?? []).some((o) => o !== '' && (read.has(o) || outputs.has(o))));
-    if (keep.length === graph.node!.length) break;
-    graph.node = keep;
-  }
-  const read = new Set((graph.node ?? []).flatMap((n) => n.input ?? []));
-  graph.initializer = (graph.initializer ?? []).filter((t) => read.has(t.name!));
 }

@@ -19,7 +19,8 @@
  * table, s·(u − 128) per element, so the table is still stored once. A lookup of another shape keeps reading the
  * planes, which then stay next to the merged copy.
  */
-import { floatInitializer, floatsOf, intAttr, rawBytesOf, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
+import { floatInitializer, floatsOf, intAttr, pruneUnread, rawBytesOf, type ModelProto, type NodeProto, type TensorProto } from './onnx.ts';
+import { modulePath } from './module-path.ts';
 
 const MNB = 'MatMulNBits';
 
@@ -42,7 +43,7 @@ export function mergeSplitPlanes(model: ModelProto): number {
     const N = intAttr(hi, 'N', 0);
     const block = intAttr(hi, 'block_size', 32);
     if (intAttr(lo, 'K', 0) !== K || intAttr(lo, 'N', 0) !== N || intAttr(lo, 'block_size', 32) !== block) continue;
-    const [, hiB, hiS, hiZp, ...hiRest] = hi.input ?? [];
+    const [, hiB, , hiZp, ...hiRest] = hi.input ?? [];
     const [, loB, loS, loZp, ...loRest] = lo.input ?? [];
     if ((hiZp ?? '') !== '' || [...hiRest, ...loRest].some((i) => i !== '')) continue;
     const hiData = rawBytesOf(inits.get(hiB ?? ''));
@@ -53,7 +54,7 @@ export function mergeSplitPlanes(model: ModelProto): number {
     if ((loZp ?? '') === '' || !rawBytesOf(inits.get(loZp!))?.every((b) => b === 0)) continue;
     if (byName.has(`${scope}/nbits_offset/FusedMatMul`)) continue;
 
-    const base = (scope.replace(/^\//, '').replaceAll('/', '.') || 'layer') + '.nbits8';
+    const base = `${modulePath(hi.name ?? '', '')}.nbits8`;
     graph.initializer!.push(
       { name: `${base}.weight`, dataType: 2 /* UINT8 */, dims: [N, K / block, block], rawData: joinPlanes(hiData, loData) },
       floatInitializer(`${base}.scales`, [N * (K / block)], scales),
@@ -66,8 +67,7 @@ export function mergeSplitPlanes(model: ModelProto): number {
     merged++;
   }
   graph.node = nodes.filter((n) => !dropped.has(n));
-  const read = new Set(graph.node.flatMap((n) => n.input ?? []));
-  graph.initializer = (graph.initializer ?? []).filter((t) => read.has(t.name!));
+  pruneUnread(model); // the planes (and the lookup's offset table) once nothing reads them
   return merged;
 }
 

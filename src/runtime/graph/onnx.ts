@@ -92,3 +92,17 @@ export function floatsOf(t: TensorProto | undefined): Float32Array | undefined {
 export function floatInitializer(name: string, dims: number[], data: Float32Array): TensorProto {
   return { name, dataType: FLOAT, dims, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
+
+/** Drops nodes whose outputs nothing reads (repeatedly, so chains go too), then initializers nothing reads. */
+export function pruneUnread(model: ModelProto): void {
+  const graph = model.graph!;
+  const outputs = new Set((graph.output ?? []).map((o) => o.name!));
+  for (;;) {
+    const read = new Set((graph.node ?? []).flatMap((n) => n.input ?? []));
+    const keep = (graph.node ?? []).filter((n) => (n.output ?? []).some((o) => o !== '' && (read.has(o) || outputs.has(o))));
+    if (keep.length === graph.node!.length) break;
+    graph.node = keep;
+  }
+  const read = new Set((graph.node ?? []).flatMap((n) => n.input ?? []));
+  graph.initializer = (graph.initializer ?? []).filter((t) => read.has(t.name!));
+}
